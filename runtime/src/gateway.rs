@@ -1,0 +1,112 @@
+//! The gateway as a whole: tenants with loaded plugins, and how a request finds its
+//! tenant (by host name, else by the first path segment).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::plugin::{Host, PluginScope};
+use crate::registry::LocalRegistry;
+use crate::tenant::Tenant;
+
+/// Everything the listeners serve.
+pub struct Gateway {
+    /// Tenants by id.
+    tenants: HashMap<Arc<str>, Arc<Tenant>>,
+    /// Tenants by host name (lower case).
+    hosts: HashMap<String, Arc<Tenant>>,
+    /// The wasm engine; kept for the life of the gateway.
+    _host: Host,
+}
+
+impl Gateway {
+    /// Compiles every plugin and builds the tenants. A plugin that is not a valid
+    /// component implementing the world fails with its config key.
+    pub fn new(config: &Config) -> Result<Gateway, ConfigError> {
+        let host = Host::new().map_err(|e| config.invalid("(engine)", format!("{e:#}")))?;
+        let mut tenants = HashMap::new();
+        let mut hosts = HashMap::new();
+        let mut compiled = HashMap::new();
+        for (id, tenant_config) in &config.tenants {
+            let registry = Arc::new(LocalRegistry::default());
+            let mut plugins = HashMap::new();
+            for (name, plugin_config) in &tenant_config.plugins {
+                let key = format!("tenants.{id}.plugins.{name}.path");
+                let path = config.plugin_path(plugin_config);
+                let canonical = path.canonicalize().map_err(|e| {
+                    config.invalid(&key, format!("cannot read {}: {e}", path.display()))
+                })?;
+                let component = match compiled.get(&canonical) {
+                    Some(component) => Clone::clone(component),
+                    None => {
+                        let bytes = std::fs::read(&canonical).map_err(|e| {
+                            config.invalid(&key, format!("cannot read {}: {e}", path.display()))
+                        })?;
+                        let component = host.compile(&bytes).map_err(|e| {
+                            config.invalid(&key, format!("{}: {e}", path.display()))
+                        })?;
+                        compiled.insert(canonical, component.clone());
+                        component
+                    }
+                };
+                let scope = PluginScope {
+                    tenant: id.as_str().into(),
+                    plugin: name.as_str().into(),
+                    registry: registry.clone(),
+                    config: plugin_config.config.clone().into_iter().collect(),
+                    access: plugin_config.access,
+                    max_message_bytes: tenant_config.limits.max_message_bytes,
+                    limits: plugin_config.limits.clone(),
+                };
+                let plugin = host
+                    .link(&component, scope)
+                    .map_err(|e| config.invalid(&key, format!("{}: {e}", path.display())))?;
+                tracing::info!(tenant = %id, plugin = %name, path = %path.display(), "plugin loaded");
+                plugins.insert(name.clone(), Arc::new(plugin));
+            }
+            let tenant = Arc::new(Tenant::new(id, tenant_config, &plugins, registry));
+            for name in &tenant_config.hosts {
+                hosts.insert(name.to_ascii_lowercase(), tenant.clone());
+            }
+            tenants.insert(tenant.id.clone(), tenant);
+        }
+        Ok(Gateway {
+            tenants,
+            hosts,
+            _host: host,
+        })
+    }
+
+    /// The tenant a request is for and the path below it. A `Host` listed by a tenant
+    /// wins; otherwise the first path segment names the tenant.
+    pub fn resolve<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(Arc<Tenant>, &'p str)> {
+        if let Some(host) = host {
+            let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    name
+                } else {
+                    host
+                }
+            });
+            if let Some(tenant) = self.hosts.get(&name.to_ascii_lowercase()) {
+                return Some((tenant.clone(), path));
+            }
+        }
+        let rest = path.strip_prefix('/')?;
+        let (id, below) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        self.tenants.get(id).map(|t| (t.clone(), below))
+    }
+
+    /// Tenants by id.
+    pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.get(id)
+    }
+
+    /// Every tenant.
+    pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.tenants.values()
+    }
+}

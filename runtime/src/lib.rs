@@ -1,0 +1,72 @@
+//! wsgate: a WebSocket API gateway whose route handlers are sandboxed WebAssembly
+//! components.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML schema and its validation (errors name file, key, reason).
+//! - [`routes`]: route templates and route selection expressions.
+//! - [`gateway`]: tenants with loaded plugins; which tenant a request is for.
+//! - [`tenant`]: a tenant at run time: routes with resolved plugins, limits, registry.
+//! - [`registry`]: open connections, their outbound queues and close requests.
+//! - [`handshake`]: reading and answering the HTTP upgrade request.
+//! - [`server`]: the WebSocket accept loop and the `$connect` step.
+//! - [`socket`]: one task per connection: frames to events, queue to frames.
+//! - [`plugin`]: the wasmtime engine, plugin loading, instance pool and host API.
+//! - [`admin`]: the admin listener (health, management API).
+//!
+//! [`run`] takes bound listeners and a shutdown token from the caller, so tests can bind
+//! port 0 and stop the gateway cleanly.
+
+pub mod admin;
+pub mod config;
+pub mod gateway;
+pub mod handshake;
+pub mod plugin;
+pub mod registry;
+pub mod routes;
+pub mod server;
+pub mod socket;
+pub mod tenant;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use gateway::Gateway;
+
+/// How long shutdown waits for connections to finish their close and `$disconnect`.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` is cancelled, then closes every connection with 1001 and
+/// waits (bounded) for their `$disconnect` handlers.
+pub async fn run(
+    gateway: Arc<Gateway>,
+    ws: TcpListener,
+    admin: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let ws_task = tokio::spawn(server::serve(ws, gateway.clone(), shutdown.clone()));
+    let admin_shutdown = shutdown.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin, admin::router(gateway.clone()).into_make_service())
+            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
+            .await
+            .map(|()| gateway)
+    });
+    shutdown.cancelled().await;
+    ws_task.await?;
+    let gateway = admin_task.await??;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while gateway.tenants().any(|t| !t.registry.is_empty()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown: some connections did not finish closing in time");
+    }
+    Ok(())
+}

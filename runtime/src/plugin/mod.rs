@@ -1,0 +1,291 @@
+//! The plugin host: one wasmtime `Engine`, each plugin compiled and pre-linked once, and
+//! a warm pool of instances per plugin that events borrow one at a time.
+//!
+//! - `bindings`: the one `bindgen!`.
+//! - `state`: what a `Store` holds (plugin scope, event scope, WASI, limits).
+//! - `host`: the host API impls (connections, log, config).
+//! - `convert`: WIT types to and from the runtime's.
+//! - `output`: guest stdout/stderr into the log.
+//!
+//! An instance is used by one event at a time and returned to the pool afterwards; an
+//! instance whose call failed (trap, timeout, limit) is dropped, because wasmtime
+//! refuses further calls into it. Every call runs under an epoch deadline: the guest
+//! yields to the reactor at each tick and is interrupted past its timeout.
+
+mod bindings;
+mod convert;
+mod host;
+mod output;
+mod state;
+
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+pub use bindings::types::{ConnectResponse, Message};
+pub use convert::{message_from_ws, message_to_ws};
+pub use state::PluginScope;
+
+use bindings::{RouteHandler, RouteHandlerPre};
+use state::{EventScope, HostState};
+
+use crate::registry::ConnectionMeta;
+
+/// How often the engine's epoch advances: the granularity of timeouts and of yielding.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct LoadError {
+    /// What failed, e.g. "not a WebAssembly component: …".
+    pub reason: String,
+}
+
+/// Why a plugin event failed. The event fails; the connection and the gateway go on.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The guest ran past its time limit and was interrupted.
+    #[error("the plugin ran past its {0:?} time limit and was interrupted")]
+    Timeout(Duration),
+    /// The guest hit its memory limit.
+    #[error("the plugin exceeded its memory limit of {0} bytes")]
+    Memory(usize),
+    /// The guest trapped (a panic, an unreachable, an out-of-bounds access…).
+    #[error("the plugin trapped: {0}")]
+    Trap(String),
+}
+
+impl PluginError {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::Timeout(_) => "timeout",
+            PluginError::Memory(_) => "memory",
+            PluginError::Trap(_) => "trap",
+        }
+    }
+}
+
+/// The process-wide engine, its linker, and the thread that ticks its epoch.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<HostState>,
+}
+
+impl Host {
+    /// Creates the engine and starts the epoch ticker (which lives as long as the process).
+    pub fn new() -> anyhow::Result<Host> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)
+            .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        // A Rust std guest imports wasi:io and wasi:cli even when unused; the context
+        // behind them grants nothing.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI: {e}"))?;
+        RouteHandler::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("cannot link the host API: {e}"))?;
+        let weak = engine.weak();
+        thread::Builder::new()
+            .name("wsgate-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Host { engine, linker })
+    }
+
+    /// Compiles a component. Compiling is the slow part of loading (tens of
+    /// milliseconds), so a component used by several plugins is compiled once.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&self.engine, bytes).map_err(|e| LoadError {
+            reason: format!("not a valid WebAssembly component ({e:#}); build plugins with `cargo build --target wasm32-wasip2`"),
+        })
+    }
+
+    /// Links a compiled component as a plugin with `scope`, checking that it
+    /// implements the `route-handler` world.
+    pub fn link(&self, component: &Component, scope: PluginScope) -> Result<Plugin, LoadError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError {
+            reason: format!("the component imports something the gateway does not provide ({e:#}); plugins may import only the wsgate:plugin world and WASI"),
+        })?;
+        let pre = RouteHandlerPre::new(pre).map_err(|e| LoadError {
+            reason: format!("the component does not export the wsgate:plugin/handler interface ({e:#}); build it with wsgate-sdk's export! macro"),
+        })?;
+        Ok(Plugin {
+            engine: self.engine.clone(),
+            pre,
+            idle: Mutex::new(Vec::new()),
+            scope: Arc::new(scope),
+        })
+    }
+}
+
+/// A live instance and its store.
+struct Instance {
+    store: Store<HostState>,
+    handler: RouteHandler,
+}
+
+/// A loaded plugin: compiled, pre-linked, with its pool of warm instances.
+pub struct Plugin {
+    engine: Engine,
+    pre: RouteHandlerPre<HostState>,
+    /// Instances not in use. Never two events on one instance at once.
+    idle: Mutex<Vec<Instance>>,
+    scope: Arc<PluginScope>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// The plugin's name in the config.
+    pub fn name(&self) -> &str {
+        &self.scope.plugin
+    }
+
+    /// Takes a warm instance or makes one, and points it at `event`.
+    async fn checkout(
+        &self,
+        connection: &Arc<str>,
+        route: &Arc<str>,
+    ) -> Result<Instance, PluginError> {
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut instance = match pooled {
+            Some(instance) => instance,
+            None => self.instantiate().await?,
+        };
+        let deadline = Instant::now() + self.scope.limits.timeout;
+        instance.store.data().stderr.clear_recent();
+        instance.store.data_mut().event = EventScope {
+            connection: connection.clone(),
+            route: route.clone(),
+            deadline,
+        };
+        instance.store.set_epoch_deadline(1);
+        Ok(instance)
+    }
+
+    async fn instantiate(&self) -> Result<Instance, PluginError> {
+        let mut store = Store::new(&self.engine, HostState::new(self.scope.clone()));
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().event.deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        // Instantiation runs guest start code, so it gets the event's budget too.
+        store.data_mut().event.deadline = Instant::now() + self.scope.limits.timeout;
+        store.set_epoch_deadline(1);
+        let handler = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| self.classify(e, store.data().stderr.take_recent()))?;
+        Ok(Instance { store, handler })
+    }
+
+    /// Returns a healthy instance to the pool, or maps the failure and drops it.
+    fn finish<R>(&self, instance: Instance, result: wasmtime::Result<R>) -> Result<R, PluginError> {
+        match result {
+            Ok(value) => {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < self.scope.limits.pool_size {
+                    idle.push(instance);
+                }
+                Ok(value)
+            }
+            Err(err) => Err(self.classify(err, instance.store.data().stderr.take_recent())),
+        }
+    }
+
+    /// Names the cause of a failed call. A trap's message is one line: the trap, then
+    /// what the guest printed to stderr during the event (a panic message). The full
+    /// wasm backtrace goes to the debug log.
+    fn classify(&self, err: wasmtime::Error, stderr: Vec<String>) -> PluginError {
+        tracing::debug!(plugin = %self.scope.plugin, error = ?err, "plugin call failed");
+        let trap = err.downcast_ref::<Trap>();
+        if trap == Some(&Trap::Interrupt) {
+            return PluginError::Timeout(self.scope.limits.timeout);
+        }
+        if format!("{err:#}").contains("forcing a memory growth failure") {
+            return PluginError::Memory(self.scope.limits.memory_bytes);
+        }
+        let mut text = match trap {
+            Some(trap) => trap.to_string(),
+            None => err.to_string(),
+        };
+        if !stderr.is_empty() {
+            text.push_str("; guest stderr: ");
+            text.push_str(&stderr.join(" | "));
+        }
+        PluginError::Trap(text)
+    }
+
+    /// Runs `$connect`.
+    pub async fn on_connect(
+        &self,
+        route: &Arc<str>,
+        meta: &ConnectionMeta,
+    ) -> Result<ConnectResponse, PluginError> {
+        let mut instance = self.checkout(&meta.id, route).await?;
+        let info = convert::info(meta, meta.connected_at);
+        let result = instance
+            .handler
+            .wsgate_plugin_handler()
+            .call_on_connect(&mut instance.store, &info)
+            .await;
+        self.finish(instance, result)
+    }
+
+    /// Runs a message event; the result is the reply, if any.
+    pub async fn on_message(
+        &self,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        route_key: &str,
+        message: &Message,
+    ) -> Result<Option<Message>, PluginError> {
+        let mut instance = self.checkout(connection, route).await?;
+        let result = instance
+            .handler
+            .wsgate_plugin_handler()
+            .call_on_message(&mut instance.store, connection, route_key, message)
+            .await;
+        self.finish(instance, result)
+    }
+
+    /// Runs `$disconnect`.
+    pub async fn on_disconnect(
+        &self,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), PluginError> {
+        let mut instance = self.checkout(connection, route).await?;
+        let result = instance
+            .handler
+            .wsgate_plugin_handler()
+            .call_on_disconnect(&mut instance.store, connection, code, reason)
+            .await;
+        self.finish(instance, result)
+    }
+}

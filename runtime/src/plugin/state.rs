@@ -1,0 +1,102 @@
+//! What a plugin's `Store` holds: the plugin's fixed scope (tenant, registry, config,
+//! grants) and the scope of the event being handled.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+
+use super::output::GuestOutput;
+use crate::config::{Access, PluginLimits};
+use crate::registry::Registry;
+
+/// What a plugin may see and reach; fixed when the plugin is loaded.
+#[derive(Debug)]
+pub struct PluginScope {
+    /// The tenant the plugin belongs to; every host call is confined to it.
+    pub tenant: Arc<str>,
+    /// The plugin's name in the config, for logs.
+    pub plugin: Arc<str>,
+    /// The tenant's connections: the only registry this plugin can reach.
+    pub registry: Arc<dyn Registry>,
+    /// The plugin's config key-values, sorted by key.
+    pub config: Vec<(String, String)>,
+    /// Which connections the host API lets it reach.
+    pub access: Access,
+    /// The tenant's message size cap, enforced on `send`.
+    pub max_message_bytes: usize,
+    /// Sandbox limits.
+    pub limits: PluginLimits,
+}
+
+/// The event being handled, set before each call.
+#[derive(Debug, Clone)]
+pub struct EventScope {
+    /// The connection whose event this is (empty for none).
+    pub connection: Arc<str>,
+    /// The route template, for logs.
+    pub route: Arc<str>,
+    /// When the guest must be interrupted.
+    pub deadline: Instant,
+}
+
+/// The data of one plugin instance's `Store`.
+pub struct HostState {
+    /// A WASI context with no capabilities (no files, sockets, environment or args);
+    /// only stdout and stderr, which go to the log.
+    wasi: WasiCtx,
+    /// WASI resources (streams) the guest's std runtime opens.
+    table: ResourceTable,
+    /// Memory, table and instance caps, enforced by wasmtime.
+    pub(super) limits: StoreLimits,
+    /// Fixed scope.
+    pub(super) scope: Arc<PluginScope>,
+    /// Current event.
+    pub(super) event: EventScope,
+    /// The guest's stderr, kept to explain a trap.
+    pub(super) stderr: GuestOutput,
+}
+
+impl HostState {
+    /// A fresh state for a new instance of the plugin described by `scope`.
+    pub fn new(scope: Arc<PluginScope>) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(scope.limits.memory_bytes)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .table_elements(100_000)
+            // A refused memory.grow becomes a trap with a clear cause, rather than a
+            // guest allocation failure further on.
+            .trap_on_grow_failure(true)
+            .build();
+        let event = EventScope {
+            connection: Arc::from(""),
+            route: Arc::from(""),
+            deadline: Instant::now(),
+        };
+        let stdout = GuestOutput::new(scope.tenant.clone(), scope.plugin.clone(), "stdout");
+        let stderr = GuestOutput::new(scope.tenant.clone(), scope.plugin.clone(), "stderr");
+        Self {
+            wasi: WasiCtx::builder()
+                .stdout(stdout)
+                .stderr(stderr.clone())
+                .build(),
+            stderr,
+            table: ResourceTable::new(),
+            limits,
+            scope,
+            event,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

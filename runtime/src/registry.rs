@@ -1,0 +1,337 @@
+//! The connection registry: what is known about each open connection and the handle to
+//! reach it (a bounded outbound queue and a close request).
+//!
+//! Each tenant has its own registry, so a lookup can only ever find the caller's own
+//! tenant's connections. The socket task owns the socket; everything else (plugins, the
+//! management API) pushes into the queue or asks for a close.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::{Notify, mpsc};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A new connection id: 128 random bits from the OS-seeded CSPRNG, as unpadded
+/// URL-safe base64 (22 characters), so it can be put in a URL without escaping.
+pub fn new_connection_id() -> Arc<str> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits: u128 = rand::random();
+    let id: String = (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect();
+    id.into()
+}
+
+/// What is known about a connection from its upgrade request; it never changes.
+#[derive(Debug, Clone)]
+pub struct ConnectionMeta {
+    /// The connection id.
+    pub id: Arc<str>,
+    /// The owning tenant.
+    pub tenant: Arc<str>,
+    /// The route template that matched.
+    pub route: Arc<str>,
+    /// The request path below the tenant, without the query.
+    pub path: String,
+    /// The request URI as sent (path and query).
+    pub uri: String,
+    /// Request headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Route template parameters.
+    pub path_params: Vec<(String, String)>,
+    /// Query parameters, decoded.
+    pub query_params: Vec<(String, String)>,
+    /// The client's IP address.
+    pub source_ip: String,
+    /// The client's `User-Agent`.
+    pub user_agent: Option<String>,
+    /// Subprotocols the client offered.
+    pub requested_subprotocols: Vec<String>,
+    /// The subprotocol chosen at connect.
+    pub subprotocol: Option<String>,
+    /// When the upgrade request arrived (ms since the epoch).
+    pub connected_at: u64,
+}
+
+/// Why something could not be delivered to or done with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// No such open connection (closed, closing, or never existed in this tenant).
+    #[error("the connection is gone")]
+    Gone,
+    /// The connection's outbound queue is full: the client is not reading fast enough.
+    #[error("the connection's outbound queue is full")]
+    QueueFull,
+}
+
+/// An open connection as the registry holds it.
+#[derive(Debug)]
+pub struct Connection {
+    /// Immutable facts from the upgrade.
+    pub meta: ConnectionMeta,
+    /// Last time the client sent a frame (ms since the epoch); read by get-info.
+    last_active_at: AtomicU64,
+    /// Messages for the socket task to write. Bounded so a slow client cannot grow memory.
+    outbound: mpsc::Sender<Message>,
+    /// Set once the connection starts closing; sends then answer `Gone`.
+    closing: AtomicBool,
+    /// A close the socket task should send, set by `close` and taken by the socket task.
+    close_request: Mutex<Option<CloseFrame>>,
+    /// Wakes the socket task when a close is requested.
+    close_notify: Notify,
+}
+
+impl Connection {
+    /// A connection record and the receiving end of its outbound queue.
+    pub fn new(meta: ConnectionMeta, queue: usize) -> (Arc<Connection>, mpsc::Receiver<Message>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let connection = Connection {
+            last_active_at: AtomicU64::new(meta.connected_at),
+            meta,
+            outbound: tx,
+            closing: AtomicBool::new(false),
+            close_request: Mutex::new(None),
+            close_notify: Notify::new(),
+        };
+        (Arc::new(connection), rx)
+    }
+
+    /// The connection id.
+    pub fn id(&self) -> &str {
+        &self.meta.id
+    }
+
+    /// When the client last sent a frame (ms since the epoch).
+    pub fn last_active_at(&self) -> u64 {
+        self.last_active_at.load(Ordering::Relaxed)
+    }
+
+    /// Records client activity now.
+    pub fn touch(&self) {
+        self.last_active_at.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the connection has started closing.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Queues a message without waiting.
+    pub fn send(&self, message: Message) -> Result<(), DeliveryError> {
+        if self.is_closing() {
+            return Err(DeliveryError::Gone);
+        }
+        self.outbound.try_send(message).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
+        })
+    }
+
+    /// Queues a message, waiting for room: for replies to the sender, so a client that
+    /// does not read stops being read (TCP back-pressure) instead of losing replies.
+    pub async fn send_reply(&self, message: Message) -> Result<(), DeliveryError> {
+        if self.is_closing() {
+            return Err(DeliveryError::Gone);
+        }
+        self.outbound
+            .send(message)
+            .await
+            .map_err(|_| DeliveryError::Gone)
+    }
+
+    /// Asks the socket task to close with `frame`. The first close wins; a connection
+    /// already closing answers `Gone`.
+    pub fn close(&self, frame: CloseFrame) -> Result<(), DeliveryError> {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return Err(DeliveryError::Gone);
+        }
+        *self.close_request.lock().unwrap_or_else(|e| e.into_inner()) = Some(frame);
+        self.close_notify.notify_one();
+        Ok(())
+    }
+
+    /// Marks the connection closing without sending anything (the peer already closed).
+    pub fn mark_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Waits until a close is requested and takes it (socket task only).
+    pub async fn close_requested(&self) -> CloseFrame {
+        loop {
+            if let Some(frame) = self
+                .close_request
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                return frame;
+            }
+            self.close_notify.notified().await;
+        }
+    }
+}
+
+/// Which connections `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this route template.
+    pub route: Option<String>,
+    /// Only this exact request path.
+    pub path: Option<String>,
+}
+
+impl ListFilter {
+    fn matches(&self, meta: &ConnectionMeta) -> bool {
+        self.route.as_deref().is_none_or(|r| *meta.route == *r)
+            && self.path.as_deref().is_none_or(|p| meta.path == p)
+    }
+}
+
+/// The connections of one tenant. The in-process implementation is [`LocalRegistry`];
+/// a clustered one shares the same shape.
+pub trait Registry: Send + Sync + std::fmt::Debug {
+    /// Adds an open connection.
+    fn insert(&self, connection: Arc<Connection>);
+    /// Removes a connection; its id is never reused.
+    fn remove(&self, id: &str);
+    /// An open (or closing) connection by id.
+    fn get(&self, id: &str) -> Option<Arc<Connection>>;
+    /// Open connections matching `filter` (closing ones are left out).
+    fn list(&self, filter: &ListFilter) -> Vec<Arc<Connection>>;
+    /// How many connections are registered.
+    fn len(&self) -> usize;
+    /// Whether none is registered.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The in-process registry: a concurrent map from id to connection.
+#[derive(Debug, Default)]
+pub struct LocalRegistry {
+    connections: DashMap<Arc<str>, Arc<Connection>>,
+}
+
+impl Registry for LocalRegistry {
+    fn insert(&self, connection: Arc<Connection>) {
+        self.connections
+            .insert(connection.meta.id.clone(), connection);
+    }
+
+    fn remove(&self, id: &str) {
+        self.connections.remove(id);
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Connection>> {
+        self.connections.get(id).map(|entry| entry.value().clone())
+    }
+
+    fn list(&self, filter: &ListFilter) -> Vec<Arc<Connection>> {
+        self.connections
+            .iter()
+            .filter(|entry| !entry.is_closing() && filter.matches(&entry.meta))
+            .map(|entry| entry.value().clone())
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.connections.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    fn meta(path: &str) -> ConnectionMeta {
+        ConnectionMeta {
+            id: new_connection_id(),
+            tenant: "t".into(),
+            route: "/chat/{room}".into(),
+            path: path.into(),
+            uri: path.into(),
+            headers: vec![],
+            path_params: vec![],
+            query_params: vec![],
+            source_ip: "127.0.0.1".into(),
+            user_agent: None,
+            requested_subprotocols: vec![],
+            subprotocol: None,
+            connected_at: now_ms(),
+        }
+    }
+
+    #[test]
+    fn ids_are_url_safe_and_distinct() {
+        let ids: std::collections::HashSet<_> = (0..1000).map(|_| new_connection_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(id.len(), 22);
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+        }
+    }
+
+    #[test]
+    fn send_fills_the_bounded_queue_then_refuses() {
+        let (conn, mut rx) = Connection::new(meta("/chat/a"), 2);
+        assert_eq!(conn.send(Message::text("1")), Ok(()));
+        assert_eq!(conn.send(Message::text("2")), Ok(()));
+        assert_eq!(conn.send(Message::text("3")), Err(DeliveryError::QueueFull));
+        assert_eq!(rx.try_recv().unwrap(), Message::text("1"));
+        assert_eq!(conn.send(Message::text("3")), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn close_is_requested_once_and_then_sends_are_gone() {
+        let (conn, _rx) = Connection::new(meta("/chat/a"), 2);
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        };
+        assert_eq!(conn.close(frame.clone()), Ok(()));
+        assert_eq!(conn.close(frame.clone()), Err(DeliveryError::Gone));
+        assert_eq!(conn.send(Message::text("late")), Err(DeliveryError::Gone));
+        assert_eq!(conn.close_requested().await, frame);
+    }
+
+    #[test]
+    fn list_filters_and_skips_closing() {
+        let registry = LocalRegistry::default();
+        let (a, _ra) = Connection::new(meta("/chat/a"), 1);
+        let (b, _rb) = Connection::new(meta("/chat/b"), 1);
+        let (c, _rc) = Connection::new(meta("/chat/a"), 1);
+        for conn in [&a, &b, &c] {
+            registry.insert(conn.clone());
+        }
+        let in_a = ListFilter {
+            path: Some("/chat/a".into()),
+            ..Default::default()
+        };
+        assert_eq!(registry.list(&in_a).len(), 2);
+        c.mark_closing();
+        assert_eq!(registry.list(&in_a).len(), 1);
+        assert_eq!(registry.list(&ListFilter::default()).len(), 2);
+        assert!(
+            registry.get(c.id()).is_some(),
+            "a closing connection still answers get"
+        );
+        registry.remove(c.id());
+        assert!(registry.get(c.id()).is_none());
+        assert_eq!(registry.len(), 2);
+    }
+}

@@ -1,0 +1,113 @@
+//! A tenant at run time: its routes with their plugins resolved, its limits and its own
+//! connection registry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::config::{self, TenantConfig, TenantLimits};
+use crate::plugin::Plugin;
+use crate::registry::Registry;
+use crate::routes::{RouteTable, SelectionExpression};
+
+/// A tenant, ready to serve.
+#[derive(Debug)]
+pub struct Tenant {
+    /// The tenant id.
+    pub id: Arc<str>,
+    /// Client limits.
+    pub limits: TenantLimits,
+    /// The tenant's connections, and no one else's.
+    pub registry: Arc<dyn Registry>,
+    /// Routes by template.
+    pub routes: RouteTable<Arc<Route>>,
+    /// Management API credentials.
+    pub credentials: config::Credentials,
+}
+
+/// A route with its plugins resolved.
+#[derive(Debug)]
+pub struct Route {
+    /// The template, e.g. `/chat/{room}`.
+    pub template: Arc<str>,
+    /// The selection expression, if the route has custom keys.
+    pub selection: Option<SelectionExpression>,
+    /// `$connect` handler.
+    pub connect: Option<Arc<Plugin>>,
+    /// `$disconnect` handler.
+    pub disconnect: Option<Arc<Plugin>>,
+    /// `$default` handler.
+    pub default: Option<Arc<Plugin>>,
+    /// Custom route keys.
+    pub keys: HashMap<String, Arc<Plugin>>,
+}
+
+/// The route key used when no custom key matched.
+pub const DEFAULT_KEY: &str = config::DEFAULT_KEY;
+
+impl Route {
+    /// Builds a route from its config, looking plugins up in `plugins`.
+    pub fn new(
+        template: &str,
+        route: &config::RouteConfig,
+        plugins: &HashMap<String, Arc<Plugin>>,
+    ) -> Route {
+        // Validation has checked every name, so lookups cannot fail here.
+        let plugin = |name: &String| plugins[name].clone();
+        let fallback = route.plugin.as_ref().map(plugin);
+        let special = |key: &str| route.keys.get(key).map(plugin).or_else(|| fallback.clone());
+        Route {
+            template: template.into(),
+            selection: route
+                .selection
+                .as_deref()
+                .map(|expr| SelectionExpression::parse(expr).expect("validated")),
+            connect: special(config::CONNECT_KEY),
+            disconnect: special(config::DISCONNECT_KEY),
+            default: special(config::DEFAULT_KEY),
+            keys: route
+                .keys
+                .iter()
+                .filter(|(key, _)| !key.starts_with('$'))
+                .map(|(key, name)| (key.clone(), plugin(name)))
+                .collect(),
+        }
+    }
+
+    /// The route key and plugin for a message: the selection expression's value when it
+    /// names a key, else `$default`. `None` when nothing handles it.
+    pub fn select(&self, message: &Message) -> Option<(String, &Arc<Plugin>)> {
+        if let (Some(expr), Message::Text(text)) = (&self.selection, message)
+            && let Some(key) = expr.select(text)
+            && let Some(plugin) = self.keys.get(&key)
+        {
+            return Some((key, plugin));
+        }
+        self.default.as_ref().map(|p| (DEFAULT_KEY.to_owned(), p))
+    }
+}
+
+impl Tenant {
+    /// Builds a tenant whose plugins are already loaded.
+    pub fn new(
+        id: &str,
+        config: &TenantConfig,
+        plugins: &HashMap<String, Arc<Plugin>>,
+        registry: Arc<dyn Registry>,
+    ) -> Tenant {
+        let mut routes = RouteTable::builder();
+        for (template, route) in &config.routes {
+            routes
+                .insert(template, Arc::new(Route::new(template, route, plugins)))
+                .expect("route templates were validated");
+        }
+        Tenant {
+            id: id.into(),
+            limits: config.limits.clone(),
+            registry,
+            routes,
+            credentials: config.credentials.clone(),
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Starts the real `wsgate` binary on free loopback ports with a config of the test's
+//! choosing, and gives tests WebSocket and HTTP clients that wait with timeouts.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A WebSocket client connection.
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The path of the gateway binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
+
+/// Lines the gateway wrote to stderr, and a signal for each new one.
+#[derive(Default)]
+pub struct Logs {
+    lines: Mutex<Vec<String>>,
+    added: Notify,
+}
+
+impl Logs {
+    /// Waits until a log line satisfies `pred`; returns it.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                let added = self.added.notified();
+                if let Some(line) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+                    return line.clone();
+                }
+                added.await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "no log line {what} within {WAIT:?}; logs:\n{}",
+                self.lines.lock().unwrap().join("\n")
+            )
+        })
+    }
+}
+
+/// A running gateway; killed when dropped.
+pub struct Gateway {
+    child: Child,
+    /// The WebSocket listener.
+    pub ws: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Its log.
+    pub logs: Arc<Logs>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// The config every test gateway starts from: listeners on port 0 plus `tenants`.
+pub fn config(tenants: &str) -> String {
+    format!("[listen]\nws = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{tenants}")
+}
+
+/// A `[tenants.T.plugins.NAME]` table for a built plugin, plus extra lines.
+pub fn plugin(tenant: &str, name: &str, path: &str, extra: &str) -> String {
+    format!("[tenants.{tenant}.plugins.{name}]\npath = {path:?}\n{extra}\n")
+}
+
+impl Gateway {
+    /// Starts the gateway on `config_text` and waits for both listening lines.
+    pub async fn start(config_text: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wsgate.toml");
+        std::fs::write(&path, config_text).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("WSGATE_LOG", "info,wsgate=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the wsgate binary");
+
+        let logs = Arc::new(Logs::default());
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lines.lock().unwrap().push(line);
+                sink.added.notify_waiters();
+            }
+        });
+
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut ws, mut admin) = (None, None);
+        let started = tokio::time::timeout(Duration::from_secs(60), async {
+            while ws.is_none() || admin.is_none() {
+                let Some(line) = stdout.next_line().await.unwrap() else {
+                    break;
+                };
+                if let Some(addr) = line.strip_prefix("listening ws=") {
+                    ws = Some(addr.parse().unwrap());
+                } else if let Some(addr) = line.strip_prefix("listening admin=") {
+                    admin = Some(addr.parse().unwrap());
+                }
+            }
+        })
+        .await;
+        let (Ok(()), Some(ws), Some(admin)) = (started, ws, admin) else {
+            let logs = logs.lines.lock().unwrap().join("\n");
+            panic!("the gateway did not start; its log:\n{logs}");
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        Gateway {
+            child,
+            ws,
+            admin,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    /// `ws://ADDR{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.ws)
+    }
+
+    /// Connects a WebSocket client to `path`.
+    pub async fn connect(&self, path: &str) -> Client {
+        let url = self.url(path);
+        let (client, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+            .await
+            .unwrap_or_else(|_| panic!("connecting to {url} timed out"))
+            .unwrap_or_else(|e| panic!("connecting to {url} failed: {e}"));
+        client
+    }
+
+    /// Tries an upgrade that must be refused; returns the HTTP status and body.
+    pub async fn refused(
+        &self,
+        request: impl tungstenite::client::IntoClientRequest + Unpin,
+    ) -> (u16, String) {
+        let result = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("the upgrade attempt timed out");
+        match result {
+            Err(tungstenite::Error::Http(response)) => {
+                let body = response
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned());
+                (response.status().as_u16(), body.unwrap_or_default())
+            }
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+            Ok(_) => panic!("expected an HTTP refusal, but the upgrade succeeded"),
+        }
+    }
+
+    /// Sends raw bytes to the WebSocket listener and returns the whole answer.
+    pub async fn raw_http(&self, request: &str) -> String {
+        let mut stream = TcpStream::connect(self.ws).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+            .await
+            .expect("the raw HTTP answer timed out")
+            .unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+/// Runs the binary on a config that must be refused; returns its exit code and stderr.
+pub async fn start_fails(config_text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the gateway neither started nor failed within a minute")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !stdout.contains("listening"),
+        "the gateway started on a bad config:\n{stdout}"
+    );
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The next data or close message, skipping pings and pongs.
+pub async fn recv(client: &mut Client) -> Message {
+    loop {
+        let next = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("no message within the wait")
+            .expect("the connection ended without a close frame");
+        match next {
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(message) => return message,
+            Err(err) => panic!("receive failed: {err}"),
+        }
+    }
+}
+
+/// The next message, which must be text.
+pub async fn recv_text(client: &mut Client) -> String {
+    match recv(client).await {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// The next message parsed as JSON.
+pub async fn recv_json(client: &mut Client) -> serde_json::Value {
+    let text = recv_text(client).await;
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Sends a text message.
+pub async fn send_text(client: &mut Client, text: &str) {
+    client.send(Message::text(text)).await.expect("send failed");
+}
+
+/// Sends `text` and returns the text reply.
+pub async fn ask(client: &mut Client, text: &str) -> String {
+    send_text(client, text).await;
+    recv_text(client).await
+}
+
+/// Waits for the server's close frame and returns it.
+pub async fn expect_close(client: &mut Client) -> CloseFrame {
+    loop {
+        match tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("no close within the wait")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => return frame,
+            Some(Ok(Message::Close(None))) => panic!("close frame without a code"),
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => panic!("connection failed instead of closing: {err}"),
+            None => panic!("connection ended without a close frame"),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! End-to-end tests: the real `wsgate` binary on free loopback ports, real plugins
+//! built for wasm32-wasip2, real WebSocket and HTTP clients. One file per topic.
+
+mod harness;
+
+mod auth;
+mod chat;
+mod config_errors;
+mod echo;
+mod failures;
+mod host_api;
+mod routing;
+
+use wsgate_test_plugins as plugins;
+
+/// The gateway most tests use: tenant `demo` with every example route and the testing
+/// plugins, tenant `acme` with its own echo and probe, tenant `small` with a 1 KiB
+/// message limit.
+pub fn standard_config() -> String {
+    use harness::plugin;
+    let mut tenants = String::new();
+    for (name, path, extra) in [
+        ("echo", plugins::ECHO, ""),
+        ("connection-id", plugins::CONNECTION_ID, ""),
+        ("chat", plugins::CHAT, ""),
+        ("auth", plugins::AUTH, "config = { token = \"s3cret\" }"),
+        ("panic", plugins::PANIC, ""),
+        ("probe", plugins::PROBE, "config = { greeting = \"hello\" }"),
+        ("probe-self", plugins::PROBE, "access = \"self\""),
+    ] {
+        tenants.push_str(&plugin("demo", name, path, extra));
+    }
+    tenants.push_str(
+        r#"
+[tenants.demo.routes."/echo"]
+plugin = "echo"
+[tenants.demo.routes."/connections"]
+plugin = "connection-id"
+[tenants.demo.routes."/chat/{room}"]
+plugin = "chat"
+[tenants.demo.routes."/private"]
+keys = { "$connect" = "auth", "$default" = "probe" }
+[tenants.demo.routes."/probe"]
+plugin = "probe"
+[tenants.demo.routes."/probe/{room}"]
+plugin = "probe"
+[tenants.demo.routes."/probe-self"]
+plugin = "probe-self"
+[tenants.demo.routes."/game"]
+selection = "$request.body.action"
+keys = { "$default" = "echo", whoami = "connection-id", probe = "probe" }
+[tenants.demo.routes."/strict"]
+selection = "$request.body.action"
+keys = { whoami = "connection-id" }
+[tenants.demo.routes."/panic"]
+plugin = "panic"
+"#,
+    );
+    tenants.push_str(&plugin("acme", "echo", plugins::ECHO, ""));
+    tenants.push_str(&plugin("acme", "probe", plugins::PROBE, ""));
+    tenants.push_str(
+        r#"
+[tenants.acme]
+hosts = ["acme.test"]
+[tenants.acme.routes."/echo"]
+plugin = "echo"
+[tenants.acme.routes."/probe"]
+plugin = "probe"
+"#,
+    );
+    tenants.push_str(&plugin("small", "echo", plugins::ECHO, ""));
+    tenants.push_str(
+        r#"
+[tenants.small.limits]
+max_message_bytes = 1024
+[tenants.small.routes."/echo"]
+plugin = "echo"
+"#,
+    );
+    harness::config(&tenants)
+}
