@@ -11,3 +11,12 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 target" >&2
     rustup target add wasm32-wasip2
 fi
+
+# boto3 and the AWS CLI, for the tests that drive the management API with a real AWS
+# SDK. They live in a virtual environment under target/, rebuilt when missing.
+venv=target/py
+if ! "$venv/bin/python" -c 'import boto3' >/dev/null 2>&1 || [ ! -x "$venv/bin/aws" ]; then
+    echo "setup: installing boto3 and awscli into $venv" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check boto3 awscli
+fi

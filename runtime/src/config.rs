@@ -121,6 +121,13 @@ pub struct TenantLimits {
     /// `limit-exceeded`.
     #[serde(default = "default_outbound_queue")]
     pub outbound_queue: usize,
+    /// Management API requests per second for the tenant (AWS's default: 10,000);
+    /// beyond it, 429 `LimitExceededException`.
+    #[serde(default = "default_api_rate")]
+    pub api_rate: u32,
+    /// Requests the tenant may send at once above the rate (AWS's default: 5,000).
+    #[serde(default = "default_api_burst")]
+    pub api_burst: u32,
 }
 
 impl Default for TenantLimits {
@@ -128,6 +135,8 @@ impl Default for TenantLimits {
         Self {
             max_message_bytes: default_max_message_bytes(),
             outbound_queue: default_outbound_queue(),
+            api_rate: default_api_rate(),
+            api_burst: default_api_burst(),
         }
     }
 }
@@ -140,13 +149,21 @@ fn default_outbound_queue() -> usize {
     1024
 }
 
+fn default_api_rate() -> u32 {
+    10_000
+}
+
+fn default_api_burst() -> u32 {
+    5_000
+}
+
 /// Management API credentials of a tenant.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// Keys accepted as `Authorization: Bearer <key>`.
     #[serde(default)]
-    pub bearer_keys: Vec<String>,
+    pub bearer_keys: Vec<Secret>,
     /// AWS access keys accepted in SigV4 signatures.
     #[serde(default)]
     pub aws: Vec<AwsCredential>,
@@ -159,7 +176,49 @@ pub struct AwsCredential {
     /// The access key id, e.g. `AKIDDEMO`.
     pub access_key_id: String,
     /// The secret access key.
-    pub secret_access_key: String,
+    pub secret_access_key: Secret,
+}
+
+/// A secret written in the file (`"text"`) or read from the environment when the
+/// config is loaded (`{ env = "NAME" }`), so secrets need not live in the file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Value(String),
+            Env { env: String },
+        }
+        match Form::deserialize(de) {
+            Ok(Form::Value(value)) if !value.is_empty() => Ok(Secret(value)),
+            Ok(Form::Value(_)) => Err(serde::de::Error::custom("a secret may not be empty")),
+            Ok(Form::Env { env }) => match std::env::var(&env) {
+                Ok(value) if !value.is_empty() => Ok(Secret(value)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "environment variable {env} is not set (or empty); set it or write the secret in the file"
+                ))),
+            },
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a string or { env = \"VARIABLE\" }",
+            )),
+        }
+    }
 }
 
 /// A plugin: a component file plus its config, grants and limits.
@@ -302,6 +361,8 @@ impl Config {
             ));
         }
         let mut hosts = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut access_keys = HashSet::new();
         for (id, tenant) in &self.tenants {
             let key = format!("tenants.{id}");
             if !valid_tenant_id(id) {
@@ -324,6 +385,19 @@ impl Config {
                     ));
                 }
             }
+            for secret in &tenant.credentials.bearer_keys {
+                if !keys.insert(secret.expose()) {
+                    return Err(self.invalid(format!("{key}.credentials.bearer_keys"), "a bearer key is listed twice (keys identify their tenant, so each must be unique)"));
+                }
+            }
+            for credential in &tenant.credentials.aws {
+                if !access_keys.insert(credential.access_key_id.as_str()) {
+                    return Err(self.invalid(
+                        format!("{key}.credentials.aws"),
+                        format!("access key id {} is listed twice (it identifies its tenant, so it must be unique)", credential.access_key_id),
+                    ));
+                }
+            }
             self.validate_tenant(&key, tenant)?;
         }
         Ok(())
@@ -339,6 +413,12 @@ impl Config {
         }
         if limits.outbound_queue == 0 {
             return Err(self.invalid(format!("{key}.limits.outbound_queue"), "must be at least 1"));
+        }
+        if limits.api_rate == 0 || limits.api_burst == 0 {
+            return Err(self.invalid(
+                format!("{key}.limits"),
+                "api_rate and api_burst must be at least 1",
+            ));
         }
         for (name, plugin) in &tenant.plugins {
             let pkey = format!("{key}.plugins.{name}");
@@ -544,6 +624,37 @@ mod tests {
             "{MINIMAL}\n[tenants.demo.routes.\"/game\"]\nplugin = \"echo\"\nselection = \"$request.header.x\"\n"
         ));
         assert!(err.contains("selection"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_file_or_the_environment() {
+        // SAFETY: tests in this module touch only this variable.
+        unsafe { std::env::set_var("WSGATE_TEST_SECRET", "from-env") };
+        let config = parse(&format!(
+            "{MINIMAL}\n[tenants.demo.credentials]\nbearer_keys = [\"k1\", {{ env = \"WSGATE_TEST_SECRET\" }}]\n"
+        ))
+        .unwrap();
+        let keys: Vec<_> = config.tenants["demo"]
+            .credentials
+            .bearer_keys
+            .iter()
+            .map(Secret::expose)
+            .collect();
+        assert_eq!(keys, ["k1", "from-env"]);
+        let err = error(&format!(
+            "{MINIMAL}\n[tenants.demo.credentials]\nbearer_keys = [{{ env = \"WSGATE_TEST_UNSET\" }}]\n"
+        ));
+        assert!(err.contains("WSGATE_TEST_UNSET is not set"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn a_key_may_open_one_tenant_only() {
+        let two = format!(
+            "{MINIMAL}\n[tenants.demo.credentials]\nbearer_keys = [\"k\"]\n{}\n[tenants.acme.credentials]\nbearer_keys = [\"k\"]\n",
+            MINIMAL.replace("demo", "acme")
+        );
+        assert!(error(&two).contains("listed twice"));
     }
 
     #[test]

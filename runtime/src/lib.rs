@@ -12,12 +12,14 @@
 //! - [`server`]: the WebSocket accept loop and the `$connect` step.
 //! - [`socket`]: one task per connection: frames to events, queue to frames.
 //! - [`plugin`]: the wasmtime engine, plugin loading, instance pool and host API.
-//! - [`admin`]: the admin listener (health, management API).
+//! - [`admin`]: the admin listener: health, AWS `@connections` and Yandex connection APIs.
+//! - [`client`]: a management API client (bearer or SigV4), used by the CLI.
 //!
 //! [`run`] takes bound listeners and a shutdown token from the caller, so tests can bind
 //! port 0 and stop the gateway cleanly.
 
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod handshake;

@@ -1,4 +1,7 @@
-//! The `wsgate` command: `wsgate serve --config FILE`.
+//! The `wsgate` command: `wsgate serve --config FILE` runs the gateway;
+//! `wsgate connections list|get|send|disconnect` calls its management API.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +30,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Manage connections through the management API.
+    Connections {
+        #[command(subcommand)]
+        command: cli::Command,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Connections { command } => runtime.block_on(cli::run(command)),
     }
 }
 

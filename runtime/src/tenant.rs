@@ -24,6 +24,8 @@ pub struct Tenant {
     pub routes: RouteTable<Arc<Route>>,
     /// Management API credentials.
     pub credentials: config::Credentials,
+    /// The management API rate limit (requests per second, with a burst).
+    pub api_limiter: governor::DefaultDirectRateLimiter,
 }
 
 /// A route with its plugins resolved.
@@ -108,6 +110,14 @@ impl Tenant {
             registry,
             routes,
             credentials: config.credentials.clone(),
+            api_limiter: governor::RateLimiter::direct(
+                governor::Quota::per_second(
+                    std::num::NonZeroU32::new(config.limits.api_rate).expect("validated"),
+                )
+                .allow_burst(
+                    std::num::NonZeroU32::new(config.limits.api_burst).expect("validated"),
+                ),
+            ),
         }
     }
 }

@@ -3,19 +3,24 @@
 
 mod harness;
 
+mod admin_api;
 mod auth;
+mod aws_sdk;
 mod chat;
+mod cli;
 mod config_errors;
 mod echo;
 mod failures;
 mod host_api;
 mod routing;
+mod sigv4;
 
 use wsgate_test_plugins as plugins;
 
 /// The gateway most tests use: tenant `demo` with every example route and the testing
 /// plugins, tenant `acme` with its own echo and probe, tenant `small` with a 1 KiB
-/// message limit.
+/// message limit and a 4-message outbound queue, tenant `rated` with a management API
+/// burst of 2. Keys: `<tenant>-key`; AWS keys `AKIDDEMO`/`demo-secret`, `AKIDACME`/`acme-secret`.
 pub fn standard_config() -> String {
     use harness::plugin;
     let mut tenants = String::new();
@@ -69,11 +74,30 @@ plugin = "probe"
 "#,
     );
     tenants.push_str(&plugin("small", "echo", plugins::ECHO, ""));
+    tenants.push_str(&plugin("rated", "echo", plugins::ECHO, ""));
     tenants.push_str(
         r#"
+[tenants.demo.credentials]
+bearer_keys = ["demo-key"]
+aws = [{ access_key_id = "AKIDDEMO", secret_access_key = "demo-secret" }]
+[tenants.acme.credentials]
+bearer_keys = ["acme-key"]
+aws = [{ access_key_id = "AKIDACME", secret_access_key = "acme-secret" }]
+
 [tenants.small.limits]
 max_message_bytes = 1024
+outbound_queue = 4
+[tenants.small.credentials]
+bearer_keys = ["small-key"]
 [tenants.small.routes."/echo"]
+plugin = "echo"
+
+[tenants.rated.limits]
+api_rate = 1
+api_burst = 2
+[tenants.rated.credentials]
+bearer_keys = ["rated-key"]
+[tenants.rated.routes."/echo"]
 plugin = "echo"
 "#,
     );

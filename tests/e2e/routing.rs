@@ -99,3 +99,37 @@ async fn health_on_both_listeners() {
         assert_eq!(response.text().await.unwrap(), "OK", "{addr}");
     }
 }
+
+/// `$connect` may choose one of the offered subprotocols and add response headers; a
+/// subprotocol the client did not offer, or a status outside 400–599, is the plugin's
+/// bug and answers 500.
+#[tokio::test]
+async fn connect_chooses_subprotocol_and_headers() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let gateway = Gateway::start(&standard_config()).await;
+    let request = |query: &str| {
+        let mut request = gateway
+            .url(&format!("/demo/probe?{query}"))
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "v1.chat, v2.chat".parse().unwrap(),
+        );
+        request
+    };
+    let (mut client, response) = tokio_tungstenite::connect_async(request("subprotocol=v2.chat"))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["sec-websocket-protocol"], "v2.chat");
+    assert_eq!(response.headers()["x-probe"], "yes");
+    let info = ask(&mut client, "list").await;
+    assert!(!info.is_empty());
+
+    assert_eq!(gateway.refused(request("subprotocol=v3.chat")).await.0, 500);
+    assert_eq!(
+        gateway.refused(request("reject=403")).await,
+        (403, "rejected by request".to_owned())
+    );
+    assert_eq!(gateway.refused(request("reject=200")).await.0, 500);
+}

@@ -1,13 +1,270 @@
-//! The admin listener: health now; the management API and metrics live here too.
+//! The admin listener: `/health`, the AWS-compatible `@connections` API
+//! (`/{tenant}/@connections[/{id}]`) and the Yandex-compatible connection REST API
+//! (`/apigateways/websocket/v1/connections/{id}`).
+//!
+//! - `auth`: bearer keys and SigV4.
+//! - `connections`: the operations both APIs share.
+//! - `error`: errors in AWS's or Yandex's shape.
+//!
+//! Paths are matched here rather than by a router so that `@` may arrive as `%40`, ids
+//! may be percent-encoded, and every failure, even an unknown path or method, answers
+//! in the caller's API's error shape.
+
+pub mod auth;
+pub mod connections;
+pub mod error;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use percent_encoding::percent_decode_str;
+use serde_json::json;
 
 use crate::gateway::Gateway;
+use crate::tenant::Tenant;
+use auth::Authenticator;
+use connections::FrameType;
+use error::ApiError;
+
+/// Largest request body read at all; a tenant's own cap is checked after.
+const MAX_BODY: usize = 16 << 20;
+
+/// State shared by admin requests.
+struct Admin {
+    auth: Authenticator,
+}
 
 /// The admin router.
-pub fn router(_gateway: Arc<Gateway>) -> Router {
-    Router::new().route("/health", get(|| async { "OK" }))
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let admin = Arc::new(Admin {
+        auth: Authenticator::new(&gateway),
+    });
+    Router::new().fallback(dispatch).with_state(admin)
+}
+
+/// A request, read whole.
+struct Call {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    query: Vec<(String, String)>,
+}
+
+async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let segments: Vec<String> = parts
+        .uri
+        .path()
+        .split('/')
+        .skip(1)
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let yandex =
+        segments.len() == 5 && segments[..4] == ["apigateways", "websocket", "v1", "connections"];
+    let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            let error = ApiError::PayloadTooLarge(format!("the body is over {MAX_BODY} bytes"));
+            return if yandex { error.yandex() } else { error.aws() };
+        }
+    };
+    let call = Call {
+        query: parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default(),
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body,
+    };
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let replay_key = std::sync::Mutex::new(None);
+    let caller = Caller {
+        admin: &admin,
+        call: &call,
+        replay_key: &replay_key,
+    };
+    let response = match segments[..] {
+        ["health"] if call.method == Method::GET => return "OK".into_response(),
+        _ if yandex => yandex_api(&caller, segments[4]).unwrap_or_else(ApiError::yandex),
+        [tenant, "@connections"] => aws_collection(&caller, tenant).unwrap_or_else(ApiError::aws),
+        [tenant, "@connections", id] => aws_connection(&caller, tenant, id).unwrap_or_else(ApiError::aws),
+        _ => ApiError::NotFound(format!(
+            "no such path {}: the API is /{{tenant}}/@connections/{{id}} and /apigateways/websocket/v1/connections/{{id}}",
+            call.uri.path()
+        ))
+        .aws(),
+    };
+    // A signed write that failed did not take effect: let a retry of it through.
+    if !response.status().is_success()
+        && let Some(key) = replay_key.lock().unwrap_or_else(|e| e.into_inner()).take()
+    {
+        admin.auth.forget(&key);
+    }
+    response
+}
+
+/// One request on its way through authentication and an operation.
+struct Caller<'a> {
+    admin: &'a Admin,
+    call: &'a Call,
+    /// Set when a signed write is remembered against replays.
+    replay_key: &'a std::sync::Mutex<Option<String>>,
+}
+
+impl Caller<'_> {
+    /// The calling tenant, within its request rate.
+    fn tenant(&self) -> Result<Arc<Tenant>, ApiError> {
+        let call = self.call;
+        let (tenant, replay_key) =
+            self.admin
+                .auth
+                .authenticate(&call.method, &call.uri, &call.headers, &call.body)?;
+        *self.replay_key.lock().unwrap_or_else(|e| e.into_inner()) = replay_key;
+        tenant.api_limiter.check().map_err(|_| {
+            ApiError::LimitExceeded(format!(
+                "the management API rate limit of tenant {} is exceeded; retry later",
+                tenant.id
+            ))
+        })?;
+        Ok(tenant)
+    }
+
+    /// The caller, who must be `tenant`.
+    fn tenant_named(&self, tenant: &str) -> Result<Arc<Tenant>, ApiError> {
+        let caller = self.tenant()?;
+        if &*caller.id != tenant {
+            return Err(ApiError::Forbidden(format!(
+                "these credentials are not valid for tenant {:?}",
+                tenant.chars().take(64).collect::<String>()
+            )));
+        }
+        Ok(caller)
+    }
+}
+
+fn method_not_allowed(method: &Method, allowed: &str) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "method {method} is not allowed here; use {allowed}"
+    ))
+}
+
+fn frame_type(call: &Call) -> Result<FrameType, ApiError> {
+    match call
+        .query
+        .iter()
+        .find(|(k, _)| k == "type")
+        .map(|(_, v)| v.as_str())
+    {
+        None => Ok(FrameType::Auto),
+        Some("text") => Ok(FrameType::Text),
+        Some("binary") => Ok(FrameType::Binary),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "type={other:?}: use type=text or type=binary"
+        ))),
+    }
+}
+
+fn aws_connection(caller: &Caller, tenant: &str, id: &str) -> Result<Response, ApiError> {
+    let call = caller.call;
+    if ![Method::GET, Method::POST, Method::DELETE].contains(&call.method) {
+        return Err(method_not_allowed(&call.method, "GET, POST or DELETE"));
+    }
+    let tenant = caller.tenant_named(tenant)?;
+    match call.method {
+        Method::POST => {
+            connections::post(&tenant, id, call.body.clone(), frame_type(call)?)?;
+            Ok(StatusCode::OK.into_response())
+        }
+        Method::GET => Ok(
+            axum::Json(connections::describe(&*connections::find(&tenant, id)?)).into_response(),
+        ),
+        _ => {
+            let (code, reason) = connections::close_params(&call.query)?;
+            connections::close(&tenant, id, code, &reason)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+    }
+}
+
+fn aws_collection(caller: &Caller, tenant: &str) -> Result<Response, ApiError> {
+    let call = caller.call;
+    if ![Method::GET, Method::DELETE].contains(&call.method) {
+        return Err(method_not_allowed(
+            &call.method,
+            "GET (list) or DELETE (close all)",
+        ));
+    }
+    let tenant = caller.tenant_named(tenant)?;
+    if call.method == Method::GET {
+        return Ok(axum::Json(connections::list(&tenant, &call.query)?).into_response());
+    }
+    let (code, reason) = connections::close_params(&call.query)?;
+    let closed = connections::close_all(&tenant, code, &reason);
+    Ok(axum::Json(json!({ "closed": closed })).into_response())
+}
+
+/// The body of Yandex's `connections/{id}:send`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct YandexSend {
+    data: String,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+}
+
+fn yandex_api(caller: &Caller, id_part: &str) -> Result<Response, ApiError> {
+    let call = caller.call;
+    let (id, send) = match id_part.strip_suffix(":send") {
+        Some(id) => (id, true),
+        None => (id_part, false),
+    };
+    let allowed = matches!(
+        (send, &call.method),
+        (true, &Method::POST) | (false, &Method::GET | &Method::DELETE)
+    );
+    if !allowed {
+        let expected = if send { "POST" } else { "GET or DELETE" };
+        return Err(method_not_allowed(&call.method, expected));
+    }
+    let tenant = caller.tenant()?;
+    let empty = || axum::Json(json!({})).into_response();
+    match call.method {
+        Method::GET => Ok(axum::Json(connections::describe_yandex(&*connections::find(
+            &tenant, id,
+        )?))
+        .into_response()),
+        Method::DELETE => {
+            connections::close(&tenant, id, 1000, "")?;
+            Ok(empty())
+        }
+        _ => {
+            let body: YandexSend = serde_json::from_slice(&call.body).map_err(|e| {
+                ApiError::BadRequest(format!("the body must be {{\"data\": \"<base64>\", \"type\": \"TEXT\"|\"BINARY\"}}: {e}"))
+            })?;
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(body.data.as_bytes())
+                .map_err(|e| ApiError::BadRequest(format!("data is not valid base64: {e}")))?;
+            let frame = match body.kind.as_deref() {
+                None | Some("TYPE_UNSPECIFIED") => FrameType::Auto,
+                Some("TEXT") => FrameType::Text,
+                Some("BINARY") => FrameType::Binary,
+                Some(other) => {
+                    return Err(ApiError::BadRequest(format!(
+                        "type {other:?} is unknown: use TEXT or BINARY"
+                    )));
+                }
+            };
+            connections::post(&tenant, id, Bytes::from(data), frame)?;
+            Ok(empty())
+        }
+    }
 }

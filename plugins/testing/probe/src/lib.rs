@@ -13,8 +13,13 @@
 //!
 //! Any failing host call answers `error: <host-error>`, e.g. `error: gone`. The route key
 //! that selected the plugin is returned for `key`.
+//!
+//! On connect, query parameters steer the answer: `subprotocol=P` accepts choosing `P`
+//! (with a response header `x-probe: yes`), `reject=STATUS` rejects with that status.
 
-use wsgate_sdk::{ConnectionInfo, HostError, ListFilter, Message, MessageEvent, Plugin};
+use wsgate_sdk::{
+    ConnectResponse, ConnectionInfo, HostError, ListFilter, Message, MessageEvent, Plugin,
+};
 use wsgate_sdk::{config, connections, log};
 
 /// The probe handler.
@@ -100,6 +105,18 @@ fn run(command: &str, route_key: &str) -> String {
 }
 
 impl Plugin for Probe {
+    fn on_connect(info: ConnectionInfo) -> ConnectResponse {
+        if let Some(status) = info.query_param("reject").and_then(|s| s.parse().ok()) {
+            return ConnectResponse::reject(status, "rejected by request");
+        }
+        match info.query_param("subprotocol") {
+            Some(protocol) => {
+                ConnectResponse::accept_subprotocol(protocol).with_header("x-probe", "yes")
+            }
+            None => ConnectResponse::accept(),
+        }
+    }
+
     fn on_message(event: MessageEvent) -> Option<Message> {
         let command = event.message.as_text()?;
         Some(Message::Text(run(command, &event.route_key)))

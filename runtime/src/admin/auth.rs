@@ -1,0 +1,313 @@
+//! Who is calling the management API: a tenant's bearer key, or an AWS SigV4 signature
+//! made with one of the tenant's access keys (service `execute-api`, any region).
+//!
+//! SigV4 is verified by signing the request again with aws-sigv4 (AWS's own signer):
+//! exactly the headers the client listed in `SignedHeaders`, the body as received, the
+//! time from `x-amz-date`, the region from the credential scope. Then:
+//! - the signature must match (compared in constant time);
+//! - `x-amz-date` must be within [`MAX_SKEW`] of our clock;
+//! - a request that changes something (POST, DELETE) takes effect at most once: its
+//!   signature is remembered for the skew window and a replay is refused. A request that
+//!   failed is forgotten, so an SDK's retry of it still works. Reads are not remembered:
+//!   repeating a GET changes nothing. SigV4 has no nonce, so two identical POSTs signed
+//!   in the same second are indistinguishable from a replay.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use axum::http::{HeaderMap, Method, Uri};
+use dashmap::DashMap;
+
+use super::error::ApiError;
+use crate::gateway::Gateway;
+use crate::tenant::Tenant;
+
+/// Largest accepted difference between `x-amz-date` and our clock (AWS uses 5 minutes).
+pub const MAX_SKEW: Duration = Duration::from_secs(300);
+
+/// Credentials of every tenant, indexed for lookup.
+pub struct Authenticator {
+    bearer: HashMap<String, Arc<Tenant>>,
+    aws: HashMap<String, (Arc<Tenant>, String)>,
+    /// Signatures seen within the skew window, with when they may be forgotten.
+    seen: DashMap<String, u64>,
+    /// Requests since the last sweep of `seen`.
+    since_sweep: AtomicU64,
+}
+
+impl Authenticator {
+    /// Indexes the credentials of every tenant.
+    pub fn new(gateway: &Gateway) -> Self {
+        let mut bearer = HashMap::new();
+        let mut aws = HashMap::new();
+        for tenant in gateway.tenants() {
+            for key in &tenant.credentials.bearer_keys {
+                bearer.insert(key.expose().to_owned(), tenant.clone());
+            }
+            for credential in &tenant.credentials.aws {
+                aws.insert(
+                    credential.access_key_id.clone(),
+                    (
+                        tenant.clone(),
+                        credential.secret_access_key.expose().to_owned(),
+                    ),
+                );
+            }
+        }
+        Self {
+            bearer,
+            aws,
+            seen: DashMap::new(),
+            since_sweep: AtomicU64::new(0),
+        }
+    }
+
+    /// The tenant the request's credentials belong to, and for a signed request that
+    /// changes something, the key under which it is remembered against replays.
+    pub fn authenticate(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Arc<Tenant>, Option<String>), ApiError> {
+        let authorization = headers
+            .get("authorization")
+            .ok_or_else(|| ApiError::Forbidden("Missing Authentication Token: send `Authorization: Bearer <key>` or sign the request with SigV4".into()))?
+            .to_str()
+            .map_err(|_| ApiError::Forbidden("the Authorization header is not valid text".into()))?;
+        if let Some(key) = authorization.strip_prefix("Bearer ") {
+            return self
+                .bearer
+                .get(key.trim())
+                .map(|tenant| (tenant.clone(), None))
+                .ok_or_else(|| ApiError::Forbidden("the bearer key is not valid".into()));
+        }
+        if let Some(fields) = authorization.strip_prefix("AWS4-HMAC-SHA256 ") {
+            return self.verify_sigv4(fields, method, uri, headers, body);
+        }
+        Err(ApiError::Forbidden(
+            "unsupported Authorization scheme: use `Bearer <key>` or AWS SigV4 (AWS4-HMAC-SHA256)"
+                .into(),
+        ))
+    }
+
+    fn verify_sigv4(
+        &self,
+        fields: &str,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Arc<Tenant>, Option<String>), ApiError> {
+        let forbidden = |why: &str| ApiError::Forbidden(why.to_owned());
+        let auth = SigV4Header::parse(fields).ok_or_else(|| forbidden("malformed SigV4 Authorization header: expected Credential=…, SignedHeaders=…, Signature=…"))?;
+        let scope: Vec<&str> = auth.credential.split('/').collect();
+        let [access_key, date, region, service, terminator] = scope[..] else {
+            return Err(forbidden(
+                "malformed credential scope: expected AKID/DATE/REGION/SERVICE/aws4_request",
+            ));
+        };
+        if service != "execute-api" || terminator != "aws4_request" {
+            return Err(forbidden(
+                "the credential scope must be for service execute-api",
+            ));
+        }
+        let (tenant, secret) = self.aws.get(access_key).ok_or_else(|| {
+            forbidden(
+                "The security token included in the request is invalid: unknown access key id",
+            )
+        })?;
+
+        let amz_date = headers
+            .get("x-amz-date")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| forbidden("a SigV4 request needs an x-amz-date header"))?;
+        let time = parse_amz_date(amz_date)
+            .ok_or_else(|| forbidden("x-amz-date is not of the form YYYYMMDDTHHMMSSZ"))?;
+        if !amz_date.starts_with(date) {
+            return Err(forbidden(
+                "the credential scope date does not match x-amz-date",
+            ));
+        }
+        let now = SystemTime::now();
+        let skew = now
+            .duration_since(time)
+            .or_else(|e| Ok::<_, ()>(e.duration()))
+            .unwrap_or_default();
+        if skew > MAX_SKEW {
+            return Err(forbidden(&format!(
+                "Signature expired: x-amz-date {amz_date} is more than {} seconds from the server's time",
+                MAX_SKEW.as_secs()
+            )));
+        }
+
+        let signed: Vec<&str> = auth.signed_headers.split(';').collect();
+        if !signed.contains(&"host") || !signed.contains(&"x-amz-date") {
+            return Err(forbidden("SignedHeaders must include host and x-amz-date"));
+        }
+        let mut pairs = Vec::with_capacity(signed.len());
+        for name in &signed {
+            if *name == "x-amz-date" {
+                continue; // the signer inserts it from `time`
+            }
+            let values = headers.get_all(*name);
+            let mut any = false;
+            for value in values {
+                let value = value
+                    .to_str()
+                    .map_err(|_| forbidden("a signed header is not valid text"))?;
+                pairs.push((*name, value));
+                any = true;
+            }
+            if !any {
+                return Err(forbidden(&format!(
+                    "signed header `{name}` is missing from the request"
+                )));
+            }
+        }
+
+        let identity = Credentials::new(access_key, secret.as_str(), None, None, "wsgate").into();
+        let mut settings = SigningSettings::default();
+        settings.excluded_headers = None;
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name("execute-api")
+            .time(time)
+            .settings(settings)
+            .build()
+            .map_err(|e| forbidden(&format!("cannot check the signature: {e}")))?
+            .into();
+        let uri_text = uri.to_string();
+        let signable = SignableRequest::new(
+            method.as_str(),
+            uri_text.as_str(),
+            pairs.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| forbidden(&format!("cannot check the signature: {e}")))?;
+        let expected = sign(signable, &params)
+            .map_err(|e| forbidden(&format!("cannot check the signature: {e}")))?
+            .signature()
+            .to_owned();
+        if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+            return Err(forbidden(
+                "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+            ));
+        }
+        if method == Method::GET || method == Method::HEAD {
+            return Ok((tenant.clone(), None));
+        }
+        self.remember(auth.signature, now)?;
+        Ok((tenant.clone(), Some(auth.signature.to_owned())))
+    }
+
+    /// Forgets a remembered request that failed, so that a retry of it is accepted.
+    pub fn forget(&self, replay_key: &str) {
+        self.seen.remove(replay_key);
+    }
+
+    /// Refuses a signature already used; sweeps out signatures once they are too old to
+    /// be accepted anyway, so memory follows the signed write rate over the window.
+    fn remember(&self, signature: &str, now: SystemTime) -> Result<(), ApiError> {
+        let now_s = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if self.since_sweep.fetch_add(1, Ordering::Relaxed) >= 1024 {
+            self.since_sweep.store(0, Ordering::Relaxed);
+            self.seen.retain(|_, expires| *expires > now_s);
+        }
+        let expires = now_s + 2 * MAX_SKEW.as_secs();
+        match self.seen.entry(signature.to_owned()) {
+            dashmap::Entry::Occupied(_) => Err(ApiError::Forbidden(
+                "this signed request was already used: sign every request anew (replay refused)"
+                    .into(),
+            )),
+            dashmap::Entry::Vacant(slot) => {
+                slot.insert(expires);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The fields of `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`.
+struct SigV4Header<'a> {
+    credential: &'a str,
+    signed_headers: &'a str,
+    signature: &'a str,
+}
+
+impl<'a> SigV4Header<'a> {
+    fn parse(fields: &'a str) -> Option<Self> {
+        let (mut credential, mut signed_headers, mut signature) = (None, None, None);
+        for field in fields.split(',') {
+            let (name, value) = field.trim().split_once('=')?;
+            match name {
+                "Credential" => credential = Some(value),
+                "SignedHeaders" => signed_headers = Some(value),
+                "Signature" => signature = Some(value),
+                _ => return None,
+            }
+        }
+        Some(Self {
+            credential: credential?,
+            signed_headers: signed_headers?,
+            signature: signature?,
+        })
+    }
+}
+
+/// `YYYYMMDDTHHMMSSZ` as a time.
+fn parse_amz_date(text: &str) -> Option<SystemTime> {
+    if text.len() != 16 || &text[8..9] != "T" || !text.ends_with('Z') {
+        return None;
+    }
+    let rfc3339 = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &text[0..4],
+        &text[4..6],
+        &text[6..8],
+        &text[9..11],
+        &text[11..13],
+        &text[13..15]
+    );
+    humantime::parse_rfc3339(&rfc3339).ok()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_authorization_fields() {
+        let h = SigV4Header::parse("Credential=AKID/20250101/us-east-1/execute-api/aws4_request, SignedHeaders=host;x-amz-date, Signature=abc").unwrap();
+        assert_eq!(
+            h.credential,
+            "AKID/20250101/us-east-1/execute-api/aws4_request"
+        );
+        assert_eq!(h.signed_headers, "host;x-amz-date");
+        assert_eq!(h.signature, "abc");
+        assert!(SigV4Header::parse("Credential=a, Bogus=b").is_none());
+        assert!(SigV4Header::parse("Credential=a").is_none());
+    }
+
+    #[test]
+    fn parses_amz_dates() {
+        let t = parse_amz_date("20250102T030405Z").unwrap();
+        assert_eq!(
+            humantime::format_rfc3339(t).to_string(),
+            "2025-01-02T03:04:05Z"
+        );
+        assert!(parse_amz_date("2025-01-02T03:04:05Z").is_none());
+        assert!(parse_amz_date("20251302T030405Z").is_none());
+    }
+}

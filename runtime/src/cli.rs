@@ -1,0 +1,255 @@
+//! `wsgate connections …`: the management API from a shell, as
+//! `yc serverless api-gateway websocket get/send/disconnect` does for Yandex Cloud.
+
+use std::io::Write as _;
+
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::Value;
+
+use wsgate::client::{Client, ClientError, Credentials};
+
+/// Where and as whom to call the management API.
+#[derive(Args)]
+pub struct Target {
+    /// The admin listener, e.g. http://127.0.0.1:9090.
+    #[arg(long, env = "WSGATE_ENDPOINT", default_value = "http://127.0.0.1:9090")]
+    endpoint: String,
+    /// The tenant.
+    #[arg(long, env = "WSGATE_TENANT")]
+    tenant: String,
+    /// A bearer key of the tenant. Without it, AWS credentials are read from
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN, AWS_REGION) and
+    /// requests are signed with SigV4.
+    #[arg(long, env = "WSGATE_KEY", hide_env_values = true)]
+    key: Option<String>,
+    /// Print the API's JSON instead of readable text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The `connections` verbs.
+#[derive(Subcommand)]
+pub enum Command {
+    /// List open connections (id, route, connected at).
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Only connections on this route template, e.g. /chat/{room}.
+        #[arg(long)]
+        route: Option<String>,
+    },
+    /// Show one connection.
+    Get {
+        /// The connection id.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Send data to a connection (text when it is UTF-8, unless --binary).
+    Send {
+        /// The connection id.
+        id: String,
+        /// The data to send.
+        #[arg(long)]
+        data: String,
+        /// Send a binary frame.
+        #[arg(long)]
+        binary: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Close a connection.
+    Disconnect {
+        /// The connection id.
+        id: String,
+        /// Close code: 1000 or 4000-4999.
+        #[arg(long, default_value_t = 1000)]
+        code: u16,
+        /// Close reason.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+impl Target {
+    fn client(&self) -> anyhow::Result<Client> {
+        let credentials = match &self.key {
+            Some(key) => Credentials::Bearer(key.clone()),
+            None => {
+                let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+                let (Some(access_key_id), Some(secret_access_key)) =
+                    (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
+                else {
+                    anyhow::bail!(
+                        "no credentials: pass --key (or WSGATE_KEY), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                    );
+                };
+                Credentials::Aws {
+                    access_key_id,
+                    secret_access_key,
+                    session_token: var("AWS_SESSION_TOKEN"),
+                    region: var("AWS_REGION")
+                        .or_else(|| var("AWS_DEFAULT_REGION"))
+                        .unwrap_or_else(|| "us-east-1".into()),
+                }
+            }
+        };
+        let endpoint = format!("{}/{}", self.endpoint.trim_end_matches('/'), self.tenant);
+        Ok(Client::new(&endpoint, credentials))
+    }
+}
+
+fn query(pairs: &[(&str, &str)]) -> String {
+    let encoded = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    if encoded.is_empty() {
+        encoded
+    } else {
+        format!("?{encoded}")
+    }
+}
+
+fn json(body: &[u8]) -> anyhow::Result<Value> {
+    Ok(serde_json::from_slice(body)?)
+}
+
+/// Runs a verb; API errors become the error the process exits with.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let out = &mut std::io::stdout();
+    let result: Result<(), ClientError> = async {
+        match command {
+            Command::List { target, route } => {
+                let client = target
+                    .client()
+                    .map_err(|e| ClientError::Signing(e.to_string()))?;
+                let mut token = String::new();
+                let mut pages = Vec::new();
+                loop {
+                    let mut params = vec![("limit", "1000")];
+                    if let Some(route) = &route {
+                        params.push(("route", route));
+                    }
+                    if !token.is_empty() {
+                        params.push(("nextToken", &token));
+                    }
+                    let answer = client
+                        .call(
+                            Method::GET,
+                            &format!("/@connections{}", query(&params)),
+                            Vec::new(),
+                        )
+                        .await?;
+                    let page =
+                        json(&answer.body).map_err(|e| ClientError::Signing(e.to_string()))?;
+                    let next = page["nextToken"].as_str().map(str::to_owned);
+                    pages.push(page);
+                    match next {
+                        Some(next) => token = next,
+                        None => break,
+                    }
+                }
+                let items: Vec<Value> = pages
+                    .iter()
+                    .flat_map(|p| p["items"].as_array().cloned().unwrap_or_default())
+                    .collect();
+                if target.json {
+                    let _ = writeln!(out, "{}", serde_json::json!({ "items": items }));
+                } else {
+                    for item in &items {
+                        let _ = writeln!(
+                            out,
+                            "{}  {}  {}",
+                            str_of(&item["connectionId"]),
+                            str_of(&item["connectedAt"]),
+                            str_of(&item["route"])
+                        );
+                    }
+                    let _ = writeln!(out, "{} connection(s)", items.len());
+                }
+            }
+            Command::Get { id, target } => {
+                let client = target
+                    .client()
+                    .map_err(|e| ClientError::Signing(e.to_string()))?;
+                let answer = client
+                    .call(Method::GET, &Client::connection_path(&id), Vec::new())
+                    .await?;
+                let info = json(&answer.body).map_err(|e| ClientError::Signing(e.to_string()))?;
+                if target.json {
+                    let _ = writeln!(out, "{info}");
+                } else {
+                    for (label, value) in [
+                        ("id", &info["connectionId"]),
+                        ("route", &info["route"]),
+                        ("uri", &info["uri"]),
+                        ("connected_at", &info["connectedAt"]),
+                        ("last_active_at", &info["lastActiveAt"]),
+                        ("source_ip", &info["identity"]["sourceIp"]),
+                        ("user_agent", &info["identity"]["userAgent"]),
+                    ] {
+                        let _ = writeln!(out, "{label}: {}", str_of(value));
+                    }
+                }
+            }
+            Command::Send {
+                id,
+                data,
+                binary,
+                target,
+            } => {
+                let client = target
+                    .client()
+                    .map_err(|e| ClientError::Signing(e.to_string()))?;
+                let path = format!(
+                    "{}{}",
+                    Client::connection_path(&id),
+                    if binary { "?type=binary" } else { "" }
+                );
+                let size = data.len();
+                client.call(Method::POST, &path, data.into_bytes()).await?;
+                if target.json {
+                    let _ = writeln!(out, "{}", serde_json::json!({ "sent": size }));
+                } else {
+                    let _ = writeln!(out, "sent {size} bytes to {id}");
+                }
+            }
+            Command::Disconnect {
+                id,
+                code,
+                reason,
+                target,
+            } => {
+                let client = target
+                    .client()
+                    .map_err(|e| ClientError::Signing(e.to_string()))?;
+                let code_text = code.to_string();
+                let path = format!(
+                    "{}{}",
+                    Client::connection_path(&id),
+                    query(&[("code", &code_text), ("reason", &reason)])
+                );
+                client.call(Method::DELETE, &path, Vec::new()).await?;
+                if target.json {
+                    let _ = writeln!(out, "{}", serde_json::json!({ "disconnected": id }));
+                } else {
+                    let _ = writeln!(out, "disconnected {id}");
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    result.map_err(Into::into)
+}
+
+fn str_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}

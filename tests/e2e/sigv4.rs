@@ -1,0 +1,207 @@
+//! SigV4 on the management API: signatures made with aws-sigv4 (as AWS SDKs make them)
+//! open their own tenant only; stale, altered, replayed or wrongly keyed requests are
+//! refused with 403 and nothing is delivered.
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use wsgate::client::{Credentials, auth_headers};
+
+use crate::harness::{Client, Gateway, recv_json, recv_text, send_text};
+use crate::standard_config;
+
+/// Status, `x-amzn-ErrorType`, body.
+type Answer = (u16, Option<String>, String);
+
+fn aws(akid: &str, secret: &str) -> Credentials {
+    Credentials::Aws {
+        access_key_id: akid.into(),
+        secret_access_key: secret.into(),
+        session_token: None,
+        region: "eu-west-1".into(),
+    }
+}
+
+async fn own_id(client: &mut Client) -> String {
+    send_text(client, "{}").await;
+    recv_json(client).await["connection_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Sends a request whose signature was made for `signed_body` at `time`, with `body`.
+async fn send(
+    url: &str,
+    method: &str,
+    credentials: &Credentials,
+    signed_body: &[u8],
+    body: &[u8],
+    time: SystemTime,
+) -> Answer {
+    let headers = auth_headers(credentials, method, url, signed_body, time).unwrap();
+    send_with(url, method, &headers, body).await
+}
+
+async fn send_with(
+    url: &str,
+    method: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, Option<String>, String) {
+    let mut request = reqwest::Client::new()
+        .request(method.parse().unwrap(), url)
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let kind = response
+        .headers()
+        .get("x-amzn-errortype")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, kind, response.text().await.unwrap())
+}
+
+/// A valid signature, with `@` raw or as `%40`, works for POST, GET and DELETE.
+#[tokio::test]
+async fn signed_requests_work() {
+    let gateway = Gateway::start(&standard_config()).await;
+    let mut client = gateway.connect("/demo/connections").await;
+    let id = own_id(&mut client).await;
+    let demo = aws("AKIDDEMO", "demo-secret");
+    let now = SystemTime::now();
+    for path in [
+        format!("/demo/@connections/{id}"),
+        format!("/demo/%40connections/{id}"),
+    ] {
+        let url = format!("http://{}{path}", gateway.admin);
+        let (status, _, body) =
+            send(&url, "POST", &demo, b"signed hello", b"signed hello", now).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(recv_text(&mut client).await, "signed hello");
+    }
+    let url = format!("http://{}/demo/@connections/{id}", gateway.admin);
+    let (status, _, body) = send(&url, "GET", &demo, b"", b"", SystemTime::now()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["connectionId"],
+        id.as_str()
+    );
+    // Reads may be repeated as they are; a write that failed may be retried as it is.
+    let read = auth_headers(&demo, "GET", &url, b"", SystemTime::now()).unwrap();
+    assert_eq!(send_with(&url, "GET", &read, b"").await.0, 200);
+    assert_eq!(send_with(&url, "GET", &read, b"").await.0, 200);
+    let nowhere = format!("http://{}/demo/@connections/nobody", gateway.admin);
+    let write = auth_headers(&demo, "POST", &nowhere, b"x", SystemTime::now()).unwrap();
+    assert_eq!(send_with(&nowhere, "POST", &write, b"x").await.0, 410);
+    assert_eq!(
+        send_with(&nowhere, "POST", &write, b"x").await.0,
+        410,
+        "a retry of a failed write is not a replay"
+    );
+
+    let with_query = format!("{url}?code=4001&reason=signed%20bye");
+    let (status, _, body) = send(&with_query, "DELETE", &demo, b"", b"", SystemTime::now()).await;
+    assert_eq!(status, 204, "{body}");
+    let frame = crate::harness::expect_close(&mut client).await;
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (4001, "signed bye")
+    );
+}
+
+/// Every broken signature is refused with 403 ForbiddenException, and the client
+/// receives none of those requests.
+#[tokio::test]
+async fn bad_signatures_are_refused() {
+    let gateway = Gateway::start(&standard_config()).await;
+    let mut client = gateway.connect("/demo/connections").await;
+    let id = own_id(&mut client).await;
+    let url = format!("http://{}/demo/@connections/{id}", gateway.admin);
+    let demo = aws("AKIDDEMO", "demo-secret");
+    let now = SystemTime::now();
+
+    let cases: Vec<(&str, Answer)> = vec![
+        (
+            "another tenant's key",
+            send(
+                &url,
+                "POST",
+                &aws("AKIDACME", "acme-secret"),
+                b"x",
+                b"x",
+                now,
+            )
+            .await,
+        ),
+        (
+            "a wrong secret",
+            send(&url, "POST", &aws("AKIDDEMO", "guess"), b"x", b"x", now).await,
+        ),
+        (
+            "an unknown key",
+            send(&url, "POST", &aws("AKIDNOBODY", "x"), b"x", b"x", now).await,
+        ),
+        (
+            "an altered body",
+            send(&url, "POST", &demo, b"original", b"altered", now).await,
+        ),
+        (
+            "a stale date",
+            send(
+                &url,
+                "POST",
+                &demo,
+                b"x",
+                b"x",
+                now - Duration::from_secs(600),
+            )
+            .await,
+        ),
+        (
+            "a future date",
+            send(
+                &url,
+                "POST",
+                &demo,
+                b"x",
+                b"x",
+                now + Duration::from_secs(600),
+            )
+            .await,
+        ),
+    ];
+    for (what, (status, kind, body)) in cases {
+        assert_eq!(
+            (status, kind.as_deref()),
+            (403, Some("ForbiddenException")),
+            "{what}: {body}"
+        );
+        assert!(
+            serde_json::from_str::<Value>(&body).unwrap()["message"].is_string(),
+            "{what}"
+        );
+    }
+
+    let headers = auth_headers(&demo, "POST", &url, b"once", SystemTime::now()).unwrap();
+    assert_eq!(send_with(&url, "POST", &headers, b"once").await.0, 200);
+    let (status, _, body) = send_with(&url, "POST", &headers, b"once").await;
+    assert_eq!(status, 403, "a replay is refused: {body}");
+    assert!(body.contains("replay"), "{body}");
+
+    let mut broken = headers.clone();
+    for (name, value) in &mut broken {
+        if name == "authorization" {
+            *value = value.replace("SignedHeaders=", "SignedHeadrs=");
+        }
+    }
+    assert_eq!(send_with(&url, "POST", &broken, b"x").await.0, 403);
+
+    // Only the one good request arrived.
+    assert_eq!(recv_text(&mut client).await, "once");
+    let (status, _, _) = send(&url, "POST", &demo, b"last", b"last", SystemTime::now()).await;
+    assert_eq!(status, 200);
+    assert_eq!(recv_text(&mut client).await, "last");
+}
