@@ -5,28 +5,19 @@ use futures_util::SinkExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Gateway, ask, expect_close, recv, recv_json, recv_text, send_text};
+use crate::harness::{
+    Gateway, HttpAnswer, ask, expect_close, http, own_id, recv, recv_json, recv_text,
+};
 use crate::standard_config;
-
-/// The id a `/connections` client reports for itself.
-async fn own_id(client: &mut crate::harness::Client) -> String {
-    send_text(client, "{}").await;
-    recv_json(client).await["connection_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 struct Api {
     base: String,
-    http: reqwest::Client,
 }
 
 impl Api {
     fn new(gateway: &Gateway) -> Self {
         Self {
             base: format!("http://{}", gateway.admin),
-            http: reqwest::Client::new(),
         }
     }
 
@@ -36,21 +27,18 @@ impl Api {
         path: &str,
         key: Option<&str>,
         body: Vec<u8>,
-    ) -> (u16, Option<String>, String) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .body(body);
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        let kind = response
-            .headers()
-            .get("x-amzn-errortype")
-            .map(|v| v.to_str().unwrap().to_owned());
-        (status, kind, response.text().await.unwrap())
+    ) -> HttpAnswer {
+        let auth: Vec<_> = key
+            .map(|k| ("authorization".to_owned(), format!("Bearer {k}")))
+            .into_iter()
+            .collect();
+        http(
+            method.as_str(),
+            &format!("{}{path}", self.base),
+            &auth,
+            body,
+        )
+        .await
     }
 
     async fn demo(
@@ -58,7 +46,7 @@ impl Api {
         method: reqwest::Method,
         path: &str,
         body: impl Into<Vec<u8>>,
-    ) -> (u16, Option<String>, String) {
+    ) -> HttpAnswer {
         self.call(method, path, Some("demo-key"), body.into()).await
     }
 }

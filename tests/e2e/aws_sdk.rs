@@ -7,7 +7,7 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::harness::{Client, Gateway, WAIT, expect_close, recv_json, recv_text, send_text};
+use crate::harness::{Gateway, WAIT, expect_close, own_id, recv_text};
 use crate::standard_config;
 
 fn venv_bin(name: &str) -> PathBuf {
@@ -20,14 +20,6 @@ fn venv_bin(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-async fn own_id(client: &mut Client) -> String {
-    send_text(client, "{}").await;
-    recv_json(client).await["connection_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn run(command: &mut Command) -> String {

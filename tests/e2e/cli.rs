@@ -5,16 +5,8 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-use crate::harness::{BIN, Client, Gateway, expect_close, recv_json, recv_text, send_text};
+use crate::harness::{BIN, Gateway, expect_close, own_id, recv_text};
 use crate::standard_config;
-
-async fn own_id(client: &mut Client) -> String {
-    send_text(client, "{}").await;
-    recv_json(client).await["connection_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 /// Runs the CLI; returns exit code, stdout, stderr.
 async fn cli(gateway: &Gateway, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {

@@ -271,3 +271,37 @@ pub async fn expect_close(client: &mut Client) -> CloseFrame {
         }
     }
 }
+
+/// The id of a client on a `/connections`-style route (connection-id plugin).
+pub async fn own_id(client: &mut Client) -> String {
+    send_text(client, "{}").await;
+    recv_json(client).await["connection_id"]
+        .as_str()
+        .expect("a connection_id answer")
+        .to_owned()
+}
+
+/// Status, `x-amzn-ErrorType` header, body of an HTTP answer.
+pub type HttpAnswer = (u16, Option<String>, String);
+
+/// Sends one HTTP request with extra headers.
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+) -> HttpAnswer {
+    let mut request = reqwest::Client::new()
+        .request(method.parse().unwrap(), url)
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let kind = response
+        .headers()
+        .get("x-amzn-errortype")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, kind, response.text().await.unwrap())
+}

@@ -7,11 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use wsgate::client::{Credentials, auth_headers};
 
-use crate::harness::{Client, Gateway, recv_json, recv_text, send_text};
+use crate::harness::{Gateway, HttpAnswer, http, own_id, recv_text};
 use crate::standard_config;
-
-/// Status, `x-amzn-ErrorType`, body.
-type Answer = (u16, Option<String>, String);
 
 fn aws(akid: &str, secret: &str) -> Credentials {
     Credentials::Aws {
@@ -22,14 +19,6 @@ fn aws(akid: &str, secret: &str) -> Credentials {
     }
 }
 
-async fn own_id(client: &mut Client) -> String {
-    send_text(client, "{}").await;
-    recv_json(client).await["connection_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// Sends a request whose signature was made for `signed_body` at `time`, with `body`.
 async fn send(
     url: &str,
@@ -38,7 +27,7 @@ async fn send(
     signed_body: &[u8],
     body: &[u8],
     time: SystemTime,
-) -> Answer {
+) -> HttpAnswer {
     let headers = auth_headers(credentials, method, url, signed_body, time).unwrap();
     send_with(url, method, &headers, body).await
 }
@@ -48,20 +37,8 @@ async fn send_with(
     method: &str,
     headers: &[(String, String)],
     body: &[u8],
-) -> (u16, Option<String>, String) {
-    let mut request = reqwest::Client::new()
-        .request(method.parse().unwrap(), url)
-        .body(body.to_vec());
-    for (name, value) in headers {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let kind = response
-        .headers()
-        .get("x-amzn-errortype")
-        .map(|v| v.to_str().unwrap().to_owned());
-    (status, kind, response.text().await.unwrap())
+) -> HttpAnswer {
+    http(method, url, headers, body.to_vec()).await
 }
 
 /// A valid signature, with `@` raw or as `%40`, works for POST, GET and DELETE.
@@ -123,7 +100,7 @@ async fn bad_signatures_are_refused() {
     let demo = aws("AKIDDEMO", "demo-secret");
     let now = SystemTime::now();
 
-    let cases: Vec<(&str, Answer)> = vec![
+    let cases: Vec<(&str, HttpAnswer)> = vec![
         (
             "another tenant's key",
             send(
