@@ -50,6 +50,9 @@ pub struct Config {
     /// Where the gateway listens.
     #[serde(default)]
     pub listen: Listen,
+    /// Limits of the whole gateway, before a tenant is known.
+    #[serde(default)]
+    pub limits: GlobalLimits,
     /// The tenants, by id. The id is the first path segment of their public URLs.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The directory relative plugin paths are resolved against (the config file's).
@@ -89,6 +92,60 @@ fn default_admin_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
 }
 
+/// Limits of the whole gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalLimits {
+    /// Open WebSocket connections across all tenants; beyond it, HTTP 503 before the
+    /// upgrade.
+    #[serde(default = "default_global_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send its whole upgrade request.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Largest upgrade request head (request line and headers); beyond it, HTTP 431.
+    #[serde(default = "default_max_head_bytes")]
+    pub max_request_head_bytes: usize,
+    /// Longest request URI; beyond it, HTTP 414.
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// Wasm stack of every plugin call; deeper recursion traps.
+    #[serde(default = "default_max_wasm_stack")]
+    pub max_wasm_stack_bytes: usize,
+}
+
+impl Default for GlobalLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_global_connections(),
+            handshake_timeout: default_handshake_timeout(),
+            max_request_head_bytes: default_max_head_bytes(),
+            max_uri_bytes: default_max_uri_bytes(),
+            max_wasm_stack_bytes: default_max_wasm_stack(),
+        }
+    }
+}
+
+fn default_global_connections() -> usize {
+    200_000
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_head_bytes() -> usize {
+    16 * 1024
+}
+
+fn default_max_uri_bytes() -> usize {
+    8 * 1024
+}
+
+fn default_max_wasm_stack() -> usize {
+    512 * 1024
+}
+
 /// One tenant: its routes, plugins, limits and management credentials.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,10 +174,40 @@ pub struct TenantLimits {
     /// incoming messages close the connection with 1009.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
-    /// Messages queued for one client before sends to it are refused with
-    /// `limit-exceeded`.
-    #[serde(default = "default_outbound_queue")]
-    pub outbound_queue: usize,
+    /// Bytes queued for one client before sends to it are refused (`limit-exceeded`
+    /// from the host API, 429 from the management API).
+    #[serde(default = "default_outbound_queue_bytes")]
+    pub outbound_queue_bytes: usize,
+    /// A client whose socket accepts nothing for this long is a slow consumer and is
+    /// dropped.
+    #[serde(default = "default_write_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Open connections of the tenant; beyond it, HTTP 429 before the upgrade.
+    #[serde(default = "default_tenant_connections")]
+    pub max_connections: usize,
+    /// Messages per second one connection may send; excess messages are dropped with
+    /// an error frame.
+    #[serde(default = "default_message_rate")]
+    pub message_rate: u32,
+    /// Messages a connection may send at once above the rate. A client that keeps
+    /// sending after its burst is spent, for as many messages again, is closed with 1008.
+    #[serde(default = "default_message_burst")]
+    pub message_burst: u32,
+    /// A connection from which nothing arrives for this long is closed with 1001 (AWS:
+    /// 10 minutes). Client pings count; pongs to the gateway's pings do not.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection older than this is closed with 1001 (AWS: 2 hours).
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// How often the gateway pings each client; a client that has not answered the
+    /// previous ping by the next one is considered dead and dropped.
+    #[serde(default = "default_ping_interval", with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Browser origins allowed to connect (`Origin` header); empty allows any. Requests
+    /// without an `Origin` (non-browser clients) are always allowed.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
     /// Management API requests per second for the tenant (AWS's default: 10,000);
     /// beyond it, 429 `LimitExceededException`.
     #[serde(default = "default_api_rate")]
@@ -134,7 +221,15 @@ impl Default for TenantLimits {
     fn default() -> Self {
         Self {
             max_message_bytes: default_max_message_bytes(),
-            outbound_queue: default_outbound_queue(),
+            outbound_queue_bytes: default_outbound_queue_bytes(),
+            write_timeout: default_write_timeout(),
+            max_connections: default_tenant_connections(),
+            message_rate: default_message_rate(),
+            message_burst: default_message_burst(),
+            idle_timeout: default_idle_timeout(),
+            max_connection_age: default_max_age(),
+            ping_interval: default_ping_interval(),
+            allowed_origins: Vec::new(),
             api_rate: default_api_rate(),
             api_burst: default_api_burst(),
         }
@@ -145,8 +240,36 @@ fn default_max_message_bytes() -> usize {
     128 * 1024
 }
 
-fn default_outbound_queue() -> usize {
-    1024
+fn default_outbound_queue_bytes() -> usize {
+    1 << 20
+}
+
+fn default_write_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_tenant_connections() -> usize {
+    100_000
+}
+
+fn default_message_rate() -> u32 {
+    1_000
+}
+
+fn default_message_burst() -> u32 {
+    2_000
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_max_age() -> Duration {
+    Duration::from_secs(7200)
+}
+
+fn default_ping_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_api_rate() -> u32 {
@@ -263,6 +386,17 @@ pub struct PluginLimits {
     /// Idle instances kept warm for reuse.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// Host calls (send, get-info, list, log, …) one event may make; the guest is
+    /// stopped at the next one.
+    #[serde(default = "default_max_host_calls")]
+    pub max_host_calls: u32,
+    /// Consecutive expensive failures (timeouts, memory limit) after which the plugin is
+    /// suspended: its events fail at once, without running it.
+    #[serde(default = "default_suspend_after")]
+    pub suspend_after: u32,
+    /// How long a suspension lasts.
+    #[serde(default = "default_suspend_for", with = "humantime_serde")]
+    pub suspend_for: Duration,
 }
 
 impl Default for PluginLimits {
@@ -271,6 +405,9 @@ impl Default for PluginLimits {
             memory_bytes: default_memory_bytes(),
             timeout: default_timeout(),
             pool_size: default_pool_size(),
+            max_host_calls: default_max_host_calls(),
+            suspend_after: default_suspend_after(),
+            suspend_for: default_suspend_for(),
         }
     }
 }
@@ -285,6 +422,18 @@ fn default_timeout() -> Duration {
 
 fn default_pool_size() -> usize {
     16
+}
+
+fn default_max_host_calls() -> u32 {
+    100_000
+}
+
+fn default_suspend_after() -> u32 {
+    5
+}
+
+fn default_suspend_for() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// A route: which plugin handles which event.
@@ -411,8 +560,30 @@ impl Config {
                 "must be between 1 and 16777216 bytes",
             ));
         }
-        if limits.outbound_queue == 0 {
-            return Err(self.invalid(format!("{key}.limits.outbound_queue"), "must be at least 1"));
+        if limits.outbound_queue_bytes < limits.max_message_bytes {
+            return Err(self.invalid(
+                format!("{key}.limits.outbound_queue_bytes"),
+                "must be at least max_message_bytes, or a maximum-size message could never be queued",
+            ));
+        }
+        if limits.message_rate == 0 || limits.message_burst == 0 {
+            return Err(self.invalid(
+                format!("{key}.limits"),
+                "message_rate and message_burst must be at least 1",
+            ));
+        }
+        for (name, value) in [
+            ("idle_timeout", limits.idle_timeout),
+            ("max_connection_age", limits.max_connection_age),
+            ("ping_interval", limits.ping_interval),
+            ("write_timeout", limits.write_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(self.invalid(
+                    format!("{key}.limits.{name}"),
+                    "must be more than zero, e.g. \"30s\"",
+                ));
+            }
         }
         if limits.api_rate == 0 || limits.api_burst == 0 {
             return Err(self.invalid(

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::config::{Config, ConfigError, GlobalLimits};
+use crate::metrics::Metrics;
 use crate::plugin::{Host, PluginScope};
 use crate::registry::LocalRegistry;
 use crate::tenant::Tenant;
@@ -15,15 +18,32 @@ pub struct Gateway {
     tenants: HashMap<Arc<str>, Arc<Tenant>>,
     /// Tenants by host name (lower case).
     hosts: HashMap<String, Arc<Tenant>>,
+    /// Limits of the whole gateway.
+    pub limits: GlobalLimits,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// Open connections across tenants, against `limits.max_connections`.
+    open: AtomicUsize,
     /// The wasm engine; kept for the life of the gateway.
     _host: Host,
+}
+
+/// A slot counted against the gateway-wide connection cap; freed when dropped.
+pub struct ConnectionSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Gateway {
     /// Compiles every plugin and builds the tenants. A plugin that is not a valid
     /// component implementing the world fails with its config key.
     pub fn new(config: &Config) -> Result<Gateway, ConfigError> {
-        let host = Host::new().map_err(|e| config.invalid("(engine)", format!("{e:#}")))?;
+        let host = Host::new(config.limits.max_wasm_stack_bytes)
+            .map_err(|e| config.invalid("limits.max_wasm_stack_bytes", format!("{e:#}")))?;
+        let metrics = Metrics::new();
         let mut tenants = HashMap::new();
         let mut hosts = HashMap::new();
         let mut compiled = HashMap::new();
@@ -57,6 +77,7 @@ impl Gateway {
                     access: plugin_config.access,
                     max_message_bytes: tenant_config.limits.max_message_bytes,
                     limits: plugin_config.limits.clone(),
+                    metrics: metrics.clone(),
                 };
                 let plugin = host
                     .link(&component, scope)
@@ -64,7 +85,13 @@ impl Gateway {
                 tracing::info!(tenant = %id, plugin = %name, path = %path.display(), "plugin loaded");
                 plugins.insert(name.clone(), Arc::new(plugin));
             }
-            let tenant = Arc::new(Tenant::new(id, tenant_config, &plugins, registry));
+            let tenant = Arc::new(Tenant::new(
+                id,
+                tenant_config,
+                &plugins,
+                registry,
+                metrics.tenant(id),
+            ));
             for name in &tenant_config.hosts {
                 hosts.insert(name.to_ascii_lowercase(), tenant.clone());
             }
@@ -73,6 +100,9 @@ impl Gateway {
         Ok(Gateway {
             tenants,
             hosts,
+            limits: config.limits.clone(),
+            metrics,
+            open: AtomicUsize::new(0),
             _host: host,
         })
     }
@@ -98,6 +128,13 @@ impl Gateway {
             None => (rest, "/"),
         };
         self.tenants.get(id).map(|t| (t.clone(), below))
+    }
+
+    /// Takes a slot under the gateway-wide connection cap, if one is free.
+    pub fn connection_slot(&self) -> Option<ConnectionSlot<'_>> {
+        let taken = self.open.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(&self.open);
+        (taken < self.limits.max_connections).then_some(slot)
     }
 
     /// Tenants by id.

@@ -11,8 +11,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-/// Largest request head accepted (request line and headers).
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most headers accepted in one request.
 const MAX_HEADERS: usize = 64;
 
@@ -62,7 +60,7 @@ impl Request {
 /// Why a request head could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// The head is larger than [`MAX_HEAD_BYTES`] or has too many headers.
+    /// The head is larger than the limit or has too many headers.
     #[error("request head too large")]
     TooLarge,
     /// Not HTTP.
@@ -73,8 +71,11 @@ pub enum ReadError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads one request head. Returns it and any bytes read past it.
-pub async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), ReadError> {
+/// Reads one request head of at most `max_bytes`. Returns it and any bytes read past it.
+pub async fn read_request(
+    stream: &mut TcpStream,
+    max_bytes: usize,
+) -> Result<(Request, Vec<u8>), ReadError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let n = stream.read_buf(&mut buf).await?;
@@ -102,7 +103,7 @@ pub async fn read_request(stream: &mut TcpStream) -> Result<(Request, Vec<u8>), 
                 };
                 return Ok((request, buf[len..].to_vec()));
             }
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
+            Ok(httparse::Status::Partial) if buf.len() >= max_bytes => {
                 return Err(ReadError::TooLarge);
             }
             Ok(httparse::Status::Partial) => continue,

@@ -9,6 +9,7 @@
 //! - [`tenant`]: a tenant at run time: routes with resolved plugins, limits, registry.
 //! - [`registry`]: open connections, their outbound queues and close requests.
 //! - [`handshake`]: reading and answering the HTTP upgrade request.
+//! - [`metrics`]: Prometheus counters and gauges (`GET /metrics` on the admin listener).
 //! - [`server`]: the WebSocket accept loop and the `$connect` step.
 //! - [`socket`]: one task per connection: frames to events, queue to frames.
 //! - [`plugin`]: the wasmtime engine, plugin loading, instance pool and host API.
@@ -23,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod handshake;
+pub mod metrics;
 pub mod plugin;
 pub mod registry;
 pub mod routes;

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -82,8 +82,14 @@ pub struct Connection {
     pub meta: ConnectionMeta,
     /// Last time the client sent a frame (ms since the epoch); read by get-info.
     last_active_at: AtomicU64,
-    /// Messages for the socket task to write. Bounded so a slow client cannot grow memory.
-    outbound: mpsc::Sender<Message>,
+    /// Messages for the socket task to write, bounded in bytes by `queued_bytes`.
+    outbound: mpsc::UnboundedSender<Message>,
+    /// Payload bytes queued and not yet written; a slow client cannot grow memory.
+    queued_bytes: AtomicUsize,
+    /// The byte budget of the queue.
+    max_queued_bytes: usize,
+    /// Wakes replies waiting for room in the queue.
+    space: Notify,
     /// Set once the connection starts closing; sends then answer `Gone`.
     closing: AtomicBool,
     /// A close the socket task should send, set by `close` and taken by the socket task.
@@ -93,13 +99,20 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection record and the receiving end of its outbound queue.
-    pub fn new(meta: ConnectionMeta, queue: usize) -> (Arc<Connection>, mpsc::Receiver<Message>) {
-        let (tx, rx) = mpsc::channel(queue);
+    /// A connection record and the receiving end of its outbound queue, which holds at
+    /// most `queue_bytes` of payload.
+    pub fn new(
+        meta: ConnectionMeta,
+        queue_bytes: usize,
+    ) -> (Arc<Connection>, mpsc::UnboundedReceiver<Message>) {
+        let (tx, rx) = mpsc::unbounded_channel();
         let connection = Connection {
             last_active_at: AtomicU64::new(meta.connected_at),
             meta,
             outbound: tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_queued_bytes: queue_bytes,
+            space: Notify::new(),
             closing: AtomicBool::new(false),
             close_request: Mutex::new(None),
             close_notify: Notify::new(),
@@ -127,27 +140,72 @@ impl Connection {
         self.closing.load(Ordering::Acquire)
     }
 
+    /// Takes `len` bytes of the queue's budget, if there is room.
+    fn reserve(&self, len: usize) -> bool {
+        let mut queued = self.queued_bytes.load(Ordering::Relaxed);
+        loop {
+            // An empty queue takes any one message, so a message at the size limit always fits.
+            if queued > 0 && queued + len > self.max_queued_bytes {
+                return false;
+            }
+            match self.queued_bytes.compare_exchange_weak(
+                queued,
+                queued + len,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => queued = now,
+            }
+        }
+    }
+
+    /// Returns `len` bytes to the budget once written (socket task only).
+    pub fn release(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.space.notify_waiters();
+    }
+
+    /// Payload bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    fn enqueue(&self, message: Message, len: usize) -> Result<(), DeliveryError> {
+        self.outbound.send(message).map_err(|_| {
+            self.release(len);
+            DeliveryError::Gone
+        })
+    }
+
     /// Queues a message without waiting.
     pub fn send(&self, message: Message) -> Result<(), DeliveryError> {
         if self.is_closing() {
             return Err(DeliveryError::Gone);
         }
-        self.outbound.try_send(message).map_err(|err| match err {
-            mpsc::error::TrySendError::Full(_) => DeliveryError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => DeliveryError::Gone,
-        })
+        let len = message.len();
+        if !self.reserve(len) {
+            return Err(DeliveryError::QueueFull);
+        }
+        self.enqueue(message, len)
     }
 
     /// Queues a message, waiting for room: for replies to the sender, so a client that
     /// does not read stops being read (TCP back-pressure) instead of losing replies.
     pub async fn send_reply(&self, message: Message) -> Result<(), DeliveryError> {
-        if self.is_closing() {
-            return Err(DeliveryError::Gone);
+        let len = message.len();
+        loop {
+            if self.is_closing() {
+                return Err(DeliveryError::Gone);
+            }
+            let space = self.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            if self.reserve(len) {
+                return self.enqueue(message, len);
+            }
+            space.await;
         }
-        self.outbound
-            .send(message)
-            .await
-            .map_err(|_| DeliveryError::Gone)
     }
 
     /// Asks the socket task to close with `frame`. The first close wins; a connection
@@ -158,12 +216,15 @@ impl Connection {
         }
         *self.close_request.lock().unwrap_or_else(|e| e.into_inner()) = Some(frame);
         self.close_notify.notify_one();
+        self.space.notify_waiters();
         Ok(())
     }
 
     /// Marks the connection closing without sending anything (the peer already closed).
     pub fn mark_closing(&self) {
         self.closing.store(true, Ordering::Release);
+        // Replies waiting for room must see that none will come.
+        self.space.notify_waiters();
     }
 
     /// Waits until a close is requested and takes it (socket task only).
@@ -287,13 +348,37 @@ mod tests {
     }
 
     #[test]
-    fn send_fills_the_bounded_queue_then_refuses() {
+    fn send_fills_the_byte_budget_then_refuses() {
+        let (conn, mut rx) = Connection::new(meta("/chat/a"), 4);
+        assert_eq!(conn.send(Message::text("12")), Ok(()));
+        assert_eq!(conn.send(Message::text("34")), Ok(()));
+        assert_eq!(conn.send(Message::text("5")), Err(DeliveryError::QueueFull));
+        let written = rx.try_recv().unwrap();
+        assert_eq!(written, Message::text("12"));
+        conn.release(written.len());
+        assert_eq!(conn.queued_bytes(), 2);
+        assert_eq!(conn.send(Message::text("5")), Ok(()));
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_oversized_message() {
+        let (conn, _rx) = Connection::new(meta("/chat/a"), 4);
+        assert_eq!(conn.send(Message::text("123456")), Ok(()));
+        assert_eq!(conn.send(Message::text("1")), Err(DeliveryError::QueueFull));
+    }
+
+    #[tokio::test]
+    async fn a_reply_waits_for_room() {
         let (conn, mut rx) = Connection::new(meta("/chat/a"), 2);
-        assert_eq!(conn.send(Message::text("1")), Ok(()));
-        assert_eq!(conn.send(Message::text("2")), Ok(()));
-        assert_eq!(conn.send(Message::text("3")), Err(DeliveryError::QueueFull));
-        assert_eq!(rx.try_recv().unwrap(), Message::text("1"));
-        assert_eq!(conn.send(Message::text("3")), Ok(()));
+        conn.send(Message::text("ab")).unwrap();
+        let waiting = {
+            let conn = conn.clone();
+            tokio::spawn(async move { conn.send_reply(Message::text("cd")).await })
+        };
+        let first = rx.recv().await.unwrap();
+        conn.release(first.len());
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        assert_eq!(rx.recv().await.unwrap(), Message::text("cd"));
     }
 
     #[tokio::test]

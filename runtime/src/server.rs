@@ -19,9 +19,6 @@ use crate::registry::{Connection, ConnectionMeta, new_connection_id, now_ms};
 use crate::socket;
 use crate::tenant::{Route, Tenant};
 
-/// How long a client may take to send its upgrade request.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
     loop {
@@ -54,44 +51,64 @@ async fn handle(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (request, leftover) =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::read_request(&mut stream)).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(ReadError::TooLarge)) => {
-                return handshake::respond(
-                    &mut stream,
-                    &Refusal::new(431, "request head too large\n"),
-                )
+    let limits = &gateway.limits;
+    let read = handshake::read_request(&mut stream, limits.max_request_head_bytes);
+    let (request, leftover) = match tokio::time::timeout(limits.handshake_timeout, read).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(ReadError::TooLarge)) => {
+            return handshake::respond(&mut stream, &Refusal::new(431, "request head too large\n"))
                 .await;
-            }
-            Ok(Err(ReadError::Malformed(why))) => {
-                return handshake::respond(
-                    &mut stream,
-                    &Refusal::new(400, format!("malformed HTTP request: {why}\n")),
-                )
-                .await;
-            }
-            Ok(Err(ReadError::Io(err))) => {
-                return debug!(error = %err, "client left before its request");
-            }
-            Err(_) => return debug!("handshake timed out"),
-        };
+        }
+        Ok(Err(ReadError::Malformed(why))) => {
+            return handshake::respond(
+                &mut stream,
+                &Refusal::new(400, format!("malformed HTTP request: {why}\n")),
+            )
+            .await;
+        }
+        Ok(Err(ReadError::Io(err))) => {
+            return debug!(error = %err, "client left before its request");
+        }
+        Err(_) => return debug!("handshake timed out"),
+    };
     if request.path() == "/health" {
         return handshake::respond(&mut stream, &Refusal::new(200, "OK")).await;
     }
+    if request.uri.len() > limits.max_uri_bytes {
+        gateway.metrics.refused("", 414);
+        return handshake::respond(&mut stream, &Refusal::new(414, "request URI too long\n")).await;
+    }
+    let Some(_slot) = gateway.connection_slot() else {
+        gateway.metrics.refused("", 503);
+        warn!("the gateway's connection limit is reached; refusing an upgrade");
+        return handshake::respond(
+            &mut stream,
+            &Refusal::new(503, "the gateway is at its connection limit; retry later\n"),
+        )
+        .await;
+    };
     let (tenant, route, meta, key) = match prepare(&gateway, &request, peer) {
         Ok(prepared) => prepared,
-        Err(refusal) => return handshake::respond(&mut stream, &refusal).await,
+        Err((tenant, refusal)) => {
+            match tenant {
+                Some(tenant) => tenant.metrics.refused(refusal.status),
+                None => gateway.metrics.refused("", refusal.status),
+            }
+            return handshake::respond(&mut stream, &refusal).await;
+        }
     };
     let span = info_span!("connection", tenant = %tenant.id, route = %route.template, connection = %meta.id);
     async move {
         let (meta, accept_headers) = match run_connect(&route, meta).await {
             Ok(accepted) => accepted,
-            Err(refusal) => return handshake::respond(&mut stream, &refusal).await,
+            Err(refusal) => {
+                tenant.metrics.refused(refusal.status);
+                return handshake::respond(&mut stream, &refusal).await;
+            }
         };
         // Register before the 101 goes out: once the client sees it, peers must be able
         // to find it (a chat's join notice, a management POST).
-        let (connection, outbound) = Connection::new(meta, tenant.limits.outbound_queue);
+        let (connection, outbound) = Connection::new(meta, tenant.limits.outbound_queue_bytes);
         tenant.registry.insert(connection.clone());
         let response = handshake::switching_protocols(
             &key,
@@ -116,19 +133,49 @@ async fn handle(
     .await
 }
 
-/// Finds tenant and route and checks the upgrade; builds the connection's facts.
+/// What `prepare` yields: tenant, route, the connection's facts, the client's key.
+type Prepared = (Arc<Tenant>, Arc<Route>, ConnectionMeta, String);
+
+/// Finds tenant and route and checks the upgrade and the tenant's limits; builds the
+/// connection's facts. A refusal names the tenant when it is known (for metrics).
 fn prepare(
     gateway: &Gateway,
     request: &Request,
     peer: SocketAddr,
-) -> Result<(Arc<Tenant>, Arc<Route>, ConnectionMeta, String), Refusal> {
-    let not_found = || Refusal::new(404, "no such tenant or route\n");
+) -> Result<Prepared, (Option<Arc<Tenant>>, Refusal)> {
+    let not_found = || (None, Refusal::new(404, "no such tenant or route\n"));
     let (tenant, path) = gateway
         .resolve(request.header("host"), request.path())
         .ok_or_else(not_found)?;
-    let matched = tenant.routes.at(path).ok_or_else(not_found)?;
+    let refuse = |refusal: Refusal| (Some(tenant.clone()), refusal);
+    let matched = tenant
+        .routes
+        .at(path)
+        .ok_or_else(|| refuse(not_found().1))?;
     let route = matched.value.clone();
-    let key = handshake::websocket_key(request)?.to_owned();
+    let key = handshake::websocket_key(request)
+        .map_err(refuse)?
+        .to_owned();
+    let limits = &tenant.limits;
+    if let Some(origin) = request.header("origin")
+        && !limits.allowed_origins.is_empty()
+        && !limits
+            .allowed_origins
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+    {
+        return Err(refuse(Refusal::new(
+            403,
+            format!("origin {origin} is not allowed\n"),
+        )));
+    }
+    if tenant.registry.len() >= limits.max_connections {
+        tenant.metrics.limit_hit("max_connections");
+        return Err(refuse(Refusal::new(
+            429,
+            "the tenant is at its connection limit; retry later\n",
+        )));
+    }
     let query_params = request
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())

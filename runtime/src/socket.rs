@@ -2,24 +2,35 @@
 //! and a writer that drains the outbound queue, polled together so a slow plugin call
 //! never delays delivery to its own connection.
 //!
-//! Close codes the gateway sends: 1009 for an oversize message, 1007 for invalid UTF-8,
-//! 1002 for a protocol violation, 1001 when the gateway shuts down, and whatever a
-//! `disconnect` asked for.
+//! Close codes the gateway sends:
+//! - 1009: an oversize message;
+//! - 1007: invalid UTF-8;
+//! - 1002: a protocol violation;
+//! - 1008: a sustained message flood;
+//! - 1001: idle timeout, maximum age, or gateway shutdown;
+//! - otherwise, whatever a `disconnect` asked for.
+//!
+//! A client that stops reading is dropped after the tenant's write timeout, and a
+//! client that does not answer pings is dropped at the next ping.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use crate::config::TenantLimits;
 use crate::plugin::{self, Plugin};
 use crate::registry::{Connection, new_connection_id};
 use crate::tenant::{Route, Tenant};
@@ -36,8 +47,9 @@ type Stream = futures_util::stream::SplitStream<WebSocketStream<TcpStream>>;
 enum ReadEnd {
     /// The peer sent a close frame (and tungstenite answered it), or just a FIN.
     PeerClosed(Option<CloseFrame>),
-    /// The peer broke a rule; this close must be sent.
-    Violation(CloseFrame),
+    /// The gateway closes: the peer broke a rule, or a timer expired. This close must
+    /// be sent.
+    Closing(CloseFrame),
     /// The socket failed without a close handshake.
     Dropped,
 }
@@ -46,21 +58,24 @@ enum ReadEnd {
 pub async fn run(
     ws: WebSocketStream<TcpStream>,
     connection: Arc<Connection>,
-    outbound: mpsc::Receiver<Message>,
+    outbound: mpsc::UnboundedReceiver<Message>,
     tenant: &Tenant,
     route: &Route,
     shutdown: CancellationToken,
 ) {
     let (mut sink, mut stream) = ws.split();
     let mut linger = false;
+    // Set when the gateway pings; cleared by any frame from the peer.
+    let awaiting_pong = AtomicBool::new(false);
     let (code, reason) = {
-        let reader = read_loop(
-            &mut stream,
+        let reader = read_loop(&mut stream, &connection, route, tenant, &awaiting_pong);
+        let writer = write_loop(
+            &mut sink,
+            outbound,
             &connection,
-            route,
-            tenant.limits.max_message_bytes,
+            &tenant.limits,
+            &awaiting_pong,
         );
-        let writer = write_loop(&mut sink, outbound, &connection);
         tokio::pin!(reader, writer);
         tokio::select! {
             end = &mut reader => match end {
@@ -68,7 +83,7 @@ pub async fn run(
                     connection.mark_closing();
                     frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()))
                 }
-                ReadEnd::Violation(frame) => {
+                ReadEnd::Closing(frame) => {
                     let sent = (u16::from(frame.code), frame.reason.to_string());
                     // The writer owns the sink: ask it to send the close.
                     let _ = connection.close(frame);
@@ -111,10 +126,11 @@ pub async fn run(
         error!(plugin = %plugin.name(), kind = %err.kind(), error = %err, "$disconnect failed");
     }
     tenant.registry.remove(connection.id());
+    tenant.metrics.connection_closed(code);
 }
 
-/// After closing for a client error, the client may still be sending (the rest of an
-/// oversize message). Dropping a socket with unread input makes the kernel send a reset,
+/// After the gateway closes, the client may still be sending (the rest of an oversize
+/// message, a flood). Dropping a socket with unread input makes the kernel send a reset,
 /// which can destroy our close frame before the client reads it; so half-close, discard
 /// input until the client closes too, and only then drop.
 async fn lingering_close(mut tcp: TcpStream) {
@@ -126,28 +142,123 @@ async fn lingering_close(mut tcp: TcpStream) {
     .await;
 }
 
+/// A token bucket for the client's incoming messages.
+struct MessageRate {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    refilled: Instant,
+    /// Messages dropped since the last accepted one.
+    dropped: u32,
+}
+
+impl MessageRate {
+    fn new(limits: &TenantLimits) -> Self {
+        Self {
+            tokens: f64::from(limits.message_burst),
+            rate: f64::from(limits.message_rate),
+            burst: f64::from(limits.message_burst),
+            refilled: Instant::now(),
+            dropped: 0,
+        }
+    }
+
+    /// Whether a message may pass now.
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.dropped = 0;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+}
+
+fn closing(code: CloseCode, reason: impl Into<String>) -> ReadEnd {
+    let mut reason = reason.into();
+    debug!(code = u16::from(code), %reason, "the gateway closes the connection");
+    // A close frame has room for 123 bytes of reason.
+    if reason.len() > 123 {
+        let mut end = 123;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    ReadEnd::Closing(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
+}
+
 async fn read_loop(
     stream: &mut Stream,
     connection: &Connection,
     route: &Route,
-    max_message_bytes: usize,
+    tenant: &Tenant,
+    awaiting_pong: &AtomicBool,
 ) -> ReadEnd {
+    let limits = &tenant.limits;
     let mut peer_close = None;
-    while let Some(item) = stream.next().await {
+    let mut rate = MessageRate::new(limits);
+    let expires = Instant::now() + limits.max_connection_age;
+    let mut idle_until = Instant::now() + limits.idle_timeout;
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = tokio::time::sleep_until(idle_until.min(expires)), if peer_close.is_none() => {
+                let why = if Instant::now() >= expires { "maximum connection age reached" } else { "idle timeout" };
+                tenant.metrics.limit_hit(if Instant::now() >= expires { "max_age" } else { "idle" });
+                return closing(CloseCode::Away, why);
+            }
+        };
+        let Some(item) = item else { break };
+        awaiting_pong.store(false, Ordering::Relaxed);
         match item {
             Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                let now = Instant::now();
+                idle_until = now + limits.idle_timeout;
                 connection.touch();
-                dispatch(connection, route, message, max_message_bytes).await;
+                tenant.metrics.message_in();
+                if rate.allow(now) {
+                    dispatch(connection, route, tenant, message).await;
+                } else if rate.dropped > limits.message_burst {
+                    tenant.metrics.limit_hit("message_flood");
+                    return closing(CloseCode::Policy, "message rate exceeded");
+                } else if rate.dropped == 1 {
+                    // One error frame per run of drops: a flood must not be amplified.
+                    tenant.metrics.limit_hit("message_rate");
+                    error_frame(
+                        connection,
+                        "Too many requests: the connection's message rate is exceeded",
+                    )
+                    .await;
+                }
             }
-            Ok(Message::Ping(_) | Message::Pong(_)) => connection.touch(),
+            Ok(Message::Ping(_)) => {
+                idle_until = Instant::now() + limits.idle_timeout;
+                connection.touch();
+            }
+            Ok(Message::Pong(_) | Message::Frame(_)) => {}
             // Keep reading: tungstenite sends the reply close on the next read, then ends.
             Ok(Message::Close(frame)) => peer_close = Some(frame),
-            Ok(Message::Frame(_)) => {}
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => break,
-            Err(WsError::Capacity(err)) => return violation(CloseCode::Size, format!("message too big: {err}")),
-            Err(WsError::Utf8(_)) => return violation(CloseCode::Invalid, "invalid UTF-8 in a text message".into()),
-            Err(WsError::Protocol(err)) if !matches!(err, tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake) => {
-                return violation(CloseCode::Protocol, err.to_string());
+            Err(WsError::Capacity(err)) => {
+                tenant.metrics.limit_hit("message_size");
+                return closing(CloseCode::Size, format!("message too big: {err}"));
+            }
+            Err(WsError::Utf8(_)) => {
+                return closing(CloseCode::Invalid, "invalid UTF-8 in a text message");
+            }
+            Err(WsError::Protocol(err))
+                if !matches!(err, ProtocolError::ResetWithoutClosingHandshake) =>
+            {
+                return closing(CloseCode::Protocol, err.to_string());
             }
             Err(err) => {
                 debug!(error = %err, "socket failed");
@@ -161,71 +272,73 @@ async fn read_loop(
     }
 }
 
-fn violation(code: CloseCode, reason: String) -> ReadEnd {
-    debug!(code = u16::from(code), %reason, "closing for a client error");
-    let mut reason = reason;
-    // A close frame has room for 123 bytes of reason.
-    if reason.len() > 123 {
-        let mut end = 123;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
-    ReadEnd::Violation(CloseFrame {
-        code,
-        reason: reason.into(),
-    })
-}
-
-/// Writes queued messages, flushing once per burst; sends the close when one is asked
-/// for (after what was queued before it). Returns the close it sent, or `None` when
-/// the socket failed.
+/// Writes queued messages, flushing once per burst, pings the peer, and sends the close
+/// when one is asked for (after what was queued before it). Returns the close it sent,
+/// or `None` when the socket failed, the peer stopped answering pings, or it stopped
+/// reading for longer than the write timeout.
 async fn write_loop(
     sink: &mut Sink,
-    mut outbound: mpsc::Receiver<Message>,
+    mut outbound: mpsc::UnboundedReceiver<Message>,
     connection: &Connection,
+    limits: &TenantLimits,
+    awaiting_pong: &AtomicBool,
 ) -> Option<CloseFrame> {
+    let write_timeout = limits.write_timeout;
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Each write is bounded by the write timeout: a client that reads nothing is a slow
+    // consumer and is dropped rather than holding memory.
+    macro_rules! write {
+        ($op:expr) => {
+            match tokio::time::timeout(write_timeout, $op).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return None,
+                Err(_) => {
+                    warn!(queued_bytes = connection.queued_bytes(), "slow consumer: nothing written for {write_timeout:?}; dropping the connection");
+                    return None;
+                }
+            }
+        };
+    }
     loop {
         tokio::select! {
             biased;
             frame = connection.close_requested() => {
                 while let Ok(message) = outbound.try_recv() {
-                    if sink.feed(message).await.is_err() {
-                        return None;
-                    }
+                    let len = message.len();
+                    write!(sink.feed(message));
+                    connection.release(len);
                 }
-                return match sink.send(Message::Close(Some(frame.clone()))).await {
-                    Ok(()) => Some(frame),
-                    Err(_) => None,
-                };
+                write!(sink.send(Message::Close(Some(frame.clone()))));
+                return Some(frame);
             }
             message = outbound.recv() => {
                 let message = message?;
-                if sink.feed(message).await.is_err() {
-                    return None;
-                }
+                let len = message.len();
+                write!(sink.feed(message));
+                connection.release(len);
                 for _ in 1..WRITE_BATCH {
                     let Ok(message) = outbound.try_recv() else { break };
-                    if sink.feed(message).await.is_err() {
-                        return None;
-                    }
+                    let len = message.len();
+                    write!(sink.feed(message));
+                    connection.release(len);
                 }
-                if sink.flush().await.is_err() {
+                write!(sink.flush());
+            }
+            _ = ping.tick() => {
+                if awaiting_pong.swap(true, Ordering::Relaxed) {
+                    debug!("no answer to the last ping: the peer is gone");
                     return None;
                 }
+                write!(sink.send(Message::Ping(Default::default())));
             }
         }
     }
 }
 
 /// Runs the plugin a message selects and queues its reply.
-async fn dispatch(
-    connection: &Connection,
-    route: &Route,
-    message: Message,
-    max_message_bytes: usize,
-) {
+async fn dispatch(connection: &Connection, route: &Route, tenant: &Tenant, message: Message) {
     let Some((key, plugin)) = route.select(&message) else {
         // As AWS answers a message that matches no route and there is no $default.
         return error_frame(connection, "Forbidden").await;
@@ -238,15 +351,7 @@ async fn dispatch(
         .on_message(&route.template, &connection.meta.id, &key, &guest_message)
         .await
     {
-        Ok(Some(reply)) => {
-            reply_to(
-                connection,
-                plugin,
-                plugin::message_to_ws(reply),
-                max_message_bytes,
-            )
-            .await
-        }
+        Ok(Some(reply)) => reply_to(connection, plugin, plugin::message_to_ws(reply), tenant).await,
         Ok(None) => {}
         Err(err) => {
             error!(plugin = %plugin.name(), route_key = %key, kind = %err.kind(), error = %err, "message handler failed");
@@ -256,9 +361,11 @@ async fn dispatch(
 }
 
 /// Queues a reply, waiting for room. The tenant's size cap applies to replies too.
-async fn reply_to(connection: &Connection, plugin: &Plugin, reply: Message, limit: usize) {
+async fn reply_to(connection: &Connection, plugin: &Plugin, reply: Message, tenant: &Tenant) {
+    let limit = tenant.limits.max_message_bytes;
     if reply.len() > limit {
         warn!(plugin = %plugin.name(), size = reply.len(), limit, "reply larger than the tenant's max message size; dropped");
+        plugin.record_failure("reply_too_large");
         return error_frame(connection, "Internal server error").await;
     }
     let _ = connection.send_reply(reply).await;
@@ -272,4 +379,28 @@ async fn error_frame(connection: &Connection, message: &str) {
         "requestId": &*new_connection_id(),
     });
     let _ = connection.send_reply(Message::text(body.to_string())).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_rate_allows_the_burst_then_the_rate() {
+        let limits = TenantLimits {
+            message_rate: 10,
+            message_burst: 3,
+            ..TenantLimits::default()
+        };
+        let mut rate = MessageRate::new(&limits);
+        let start = Instant::now();
+        assert!((0..3).all(|_| rate.allow(start)));
+        assert!(!rate.allow(start));
+        assert!(!rate.allow(start));
+        assert_eq!(rate.dropped, 2);
+        // 100 ms at 10 per second buys one more message.
+        assert!(rate.allow(start + Duration::from_millis(100)));
+        assert_eq!(rate.dropped, 0);
+        assert!(!rate.allow(start + Duration::from_millis(100)));
+    }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::{self, TenantConfig, TenantLimits};
+use crate::metrics::TenantMetrics;
 use crate::plugin::Plugin;
 use crate::registry::Registry;
 use crate::routes::{RouteTable, SelectionExpression};
@@ -26,6 +27,8 @@ pub struct Tenant {
     pub credentials: config::Credentials,
     /// The management API rate limit (requests per second, with a burst).
     pub api_limiter: governor::DefaultDirectRateLimiter,
+    /// The tenant's metrics.
+    pub metrics: TenantMetrics,
 }
 
 /// A route with its plugins resolved.
@@ -97,6 +100,7 @@ impl Tenant {
         config: &TenantConfig,
         plugins: &HashMap<String, Arc<Plugin>>,
         registry: Arc<dyn Registry>,
+        metrics: TenantMetrics,
     ) -> Tenant {
         let mut routes = RouteTable::builder();
         for (template, route) in &config.routes {
@@ -118,6 +122,7 @@ impl Tenant {
                     std::num::NonZeroU32::new(config.limits.api_burst).expect("validated"),
                 ),
             ),
+            metrics,
         }
     }
 }

@@ -19,7 +19,7 @@ use wsgate_test_plugins as plugins;
 
 /// The gateway most tests use: tenant `demo` with every example route and the testing
 /// plugins, tenant `acme` with its own echo and probe, tenant `small` with a 1 KiB
-/// message limit and a 4-message outbound queue, tenant `rated` with a management API
+/// message limit and a 2 KiB outbound queue, tenant `rated` with a management API
 /// burst of 2. Keys: `<tenant>-key`; AWS keys `AKIDDEMO`/`demo-secret`, `AKIDACME`/`acme-secret`.
 pub fn standard_config() -> String {
     use harness::plugin;
@@ -86,7 +86,7 @@ aws = [{ access_key_id = "AKIDACME", secret_access_key = "acme-secret" }]
 
 [tenants.small.limits]
 max_message_bytes = 1024
-outbound_queue = 4
+outbound_queue_bytes = 2048
 [tenants.small.credentials]
 bearer_keys = ["small-key"]
 [tenants.small.routes."/echo"]

@@ -15,6 +15,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("AUTH", "auth", "auth"),
     ("PANIC", "test-panic", "test_panic"),
     ("PROBE", "test-probe", "test_probe"),
+    ("HOSTILE", "test-hostile", "test_hostile"),
 ];
 
 fn main() {

@@ -1,4 +1,4 @@
-//! The admin listener: `/health`, the AWS-compatible `@connections` API
+//! The admin listener: `/health`, `/metrics` (Prometheus text), the AWS-compatible `@connections` API
 //! (`/{tenant}/@connections[/{id}]`) and the Yandex-compatible connection REST API
 //! (`/apigateways/websocket/v1/connections/{id}`).
 //!
@@ -37,12 +37,14 @@ const MAX_BODY: usize = 16 << 20;
 /// State shared by admin requests.
 struct Admin {
     auth: Authenticator,
+    gateway: Arc<Gateway>,
 }
 
 /// The admin router.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let admin = Arc::new(Admin {
         auth: Authenticator::new(&gateway),
+        gateway,
     });
     Router::new().fallback(dispatch).with_state(admin)
 }
@@ -94,6 +96,10 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
     };
     let response = match segments[..] {
         ["health"] if call.method == Method::GET => return "OK".into_response(),
+        ["metrics"] if call.method == Method::GET => {
+            let text = admin.gateway.metrics.encode();
+            return ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response();
+        }
         _ if yandex => yandex_api(&caller, segments[4]).unwrap_or_else(ApiError::yandex),
         [tenant, "@connections"] => aws_collection(&caller, tenant).unwrap_or_else(ApiError::aws),
         [tenant, "@connections", id] => aws_connection(&caller, tenant, id).unwrap_or_else(ApiError::aws),

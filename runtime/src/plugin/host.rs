@@ -40,6 +40,7 @@ impl types::Host for HostState {}
 
 impl connections::Host for HostState {
     fn send(&mut self, id: String, message: Message) -> wasmtime::Result<Result<(), HostError>> {
+        self.host_call()?;
         let result = (|| {
             let connection = self.reach(&id)?;
             let message: WsMessage = convert::message_to_ws(message);
@@ -52,6 +53,7 @@ impl connections::Host for HostState {
     }
 
     fn get_info(&mut self, id: String) -> wasmtime::Result<Result<ConnectionInfo, HostError>> {
+        self.host_call()?;
         Ok(self
             .reach(&id)
             .map(|c| convert::info(&c.meta, c.last_active_at())))
@@ -102,6 +104,7 @@ impl connections::Host for HostState {
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.host_call()?;
         let scope = &self.scope;
         let event = &self.event;
         macro_rules! emit {
@@ -178,7 +181,11 @@ mod tests {
             config: vec![("k".into(), "v".into())],
             access,
             max_message_bytes: 8,
-            limits: PluginLimits::default(),
+            limits: PluginLimits {
+                max_host_calls: 20,
+                ..PluginLimits::default()
+            },
+            metrics: crate::metrics::Metrics::new(),
         };
         let mut state = HostState::new(Arc::new(scope));
         state.event.connection = current.into();
@@ -289,6 +296,20 @@ mod tests {
             })
             .unwrap(),
             Err(HostError::Forbidden)
+        );
+    }
+
+    #[test]
+    fn host_calls_are_capped_per_event() {
+        let registry = Arc::new(LocalRegistry::default());
+        let mut host = state(registry, Access::Tenant, "");
+        for _ in 0..20 {
+            assert!(host.get_info("x".into()).is_ok());
+        }
+        let trap = host.get_info("x".into()).unwrap_err();
+        assert!(
+            trap.to_string().contains("limit of 20 host calls"),
+            "{trap}"
         );
     }
 

@@ -18,6 +18,7 @@ mod host;
 mod output;
 mod state;
 
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -54,6 +55,15 @@ pub enum PluginError {
     /// The guest hit its memory limit.
     #[error("the plugin exceeded its memory limit of {0} bytes")]
     Memory(usize),
+    /// The guest recursed past the wasm stack limit.
+    #[error("the plugin overflowed its wasm stack")]
+    Stack,
+    /// The guest made more host calls in one event than its limit allows.
+    #[error("{0}")]
+    HostCalls(String),
+    /// The plugin failed expensively too often in a row and is suspended.
+    #[error("the plugin is suspended for {0:?} after repeated timeouts or memory failures")]
+    Suspended(Duration),
     /// The guest trapped (a panic, an unreachable, an out-of-bounds access…).
     #[error("the plugin trapped: {0}")]
     Trap(String),
@@ -65,6 +75,9 @@ impl PluginError {
         match self {
             PluginError::Timeout(_) => "timeout",
             PluginError::Memory(_) => "memory",
+            PluginError::Stack => "stack",
+            PluginError::HostCalls(_) => "host_calls",
+            PluginError::Suspended(_) => "suspended",
             PluginError::Trap(_) => "trap",
         }
     }
@@ -77,11 +90,15 @@ pub struct Host {
 }
 
 impl Host {
-    /// Creates the engine and starts the epoch ticker (which lives as long as the process).
-    pub fn new() -> anyhow::Result<Host> {
+    /// Creates the engine, with `max_wasm_stack` bytes of wasm stack per call, and
+    /// starts the epoch ticker (which lives as long as the engine).
+    pub fn new(max_wasm_stack: usize) -> anyhow::Result<Host> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
+        config.max_wasm_stack(max_wasm_stack);
+        // The async fiber stack must hold the wasm stack plus host frames.
+        config.async_stack_size(max_wasm_stack + (1 << 20));
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
@@ -126,6 +143,8 @@ impl Host {
             pre,
             idle: Mutex::new(Vec::new()),
             scope: Arc::new(scope),
+            expensive_failures: AtomicU32::new(0),
+            suspended_until_ms: AtomicU64::new(0),
         })
     }
 }
@@ -143,6 +162,10 @@ pub struct Plugin {
     /// Instances not in use. Never two events on one instance at once.
     idle: Mutex<Vec<Instance>>,
     scope: Arc<PluginScope>,
+    /// Timeouts and memory failures in a row; reset by any success.
+    expensive_failures: AtomicU32,
+    /// While now (ms since the epoch) is before this, events fail without running.
+    suspended_until_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -159,12 +182,23 @@ impl Plugin {
         &self.scope.plugin
     }
 
+    /// Counts a failure in the metrics.
+    pub fn record_failure(&self, kind: &'static str) {
+        self.scope
+            .metrics
+            .plugin_failure(&self.scope.tenant, &self.scope.plugin, kind);
+    }
+
     /// Takes a warm instance or makes one, and points it at `event`.
     async fn checkout(
         &self,
         connection: &Arc<str>,
         route: &Arc<str>,
     ) -> Result<Instance, PluginError> {
+        if crate::registry::now_ms() < self.suspended_until_ms.load(Ordering::Relaxed) {
+            self.record_failure("suspended");
+            return Err(PluginError::Suspended(self.scope.limits.suspend_for));
+        }
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut instance = match pooled {
             Some(instance) => instance,
@@ -172,6 +206,7 @@ impl Plugin {
         };
         let deadline = Instant::now() + self.scope.limits.timeout;
         instance.store.data().stderr.clear_recent();
+        instance.store.data_mut().host_calls = 0;
         instance.store.data_mut().event = EventScope {
             connection: connection.clone(),
             route: route.clone(),
@@ -194,11 +229,10 @@ impl Plugin {
         // Instantiation runs guest start code, so it gets the event's budget too.
         store.data_mut().event.deadline = Instant::now() + self.scope.limits.timeout;
         store.set_epoch_deadline(1);
-        let handler = self
-            .pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| self.classify(e, store.data().stderr.take_recent()))?;
+        let handler = match self.pre.instantiate_async(&mut store).await {
+            Ok(handler) => handler,
+            Err(err) => return Err(self.failed(err, store.data().stderr.take_recent())),
+        };
         Ok(Instance { store, handler })
     }
 
@@ -206,14 +240,40 @@ impl Plugin {
     fn finish<R>(&self, instance: Instance, result: wasmtime::Result<R>) -> Result<R, PluginError> {
         match result {
             Ok(value) => {
+                self.expensive_failures.store(0, Ordering::Relaxed);
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
                 if idle.len() < self.scope.limits.pool_size {
                     idle.push(instance);
                 }
                 Ok(value)
             }
-            Err(err) => Err(self.classify(err, instance.store.data().stderr.take_recent())),
+            Err(err) => Err(self.failed(err, instance.store.data().stderr.take_recent())),
         }
+    }
+
+    /// Classifies and counts a failure; suspends the plugin after too many expensive
+    /// ones in a row. Traps are cheap (the instance is dropped, a new one costs tens of
+    /// microseconds), so they never suspend; timeouts burn a whole time budget each.
+    fn failed(&self, err: wasmtime::Error, stderr: Vec<String>) -> PluginError {
+        let error = self.classify(err, stderr);
+        self.record_failure(error.kind());
+        if matches!(error, PluginError::Timeout(_) | PluginError::Memory(_)) {
+            let failures = self.expensive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let limits = &self.scope.limits;
+            if failures >= limits.suspend_after {
+                self.expensive_failures.store(0, Ordering::Relaxed);
+                let until = crate::registry::now_ms() + limits.suspend_for.as_millis() as u64;
+                self.suspended_until_ms.store(until, Ordering::Relaxed);
+                tracing::warn!(
+                    tenant = %self.scope.tenant,
+                    plugin = %self.scope.plugin,
+                    failures,
+                    "plugin suspended for {:?} after repeated timeouts or memory failures",
+                    limits.suspend_for
+                );
+            }
+        }
+        error
     }
 
     /// Names the cause of a failed call. A trap's message is one line: the trap, then
@@ -221,9 +281,14 @@ impl Plugin {
     /// wasm backtrace goes to the debug log.
     fn classify(&self, err: wasmtime::Error, stderr: Vec<String>) -> PluginError {
         tracing::debug!(plugin = %self.scope.plugin, error = ?err, "plugin call failed");
+        if let Some(limit) = err.downcast_ref::<state::HostCallLimit>() {
+            return PluginError::HostCalls(limit.to_string());
+        }
         let trap = err.downcast_ref::<Trap>();
-        if trap == Some(&Trap::Interrupt) {
-            return PluginError::Timeout(self.scope.limits.timeout);
+        match trap {
+            Some(Trap::Interrupt) => return PluginError::Timeout(self.scope.limits.timeout),
+            Some(Trap::StackOverflow) => return PluginError::Stack,
+            _ => {}
         }
         if format!("{err:#}").contains("forcing a memory growth failure") {
             return PluginError::Memory(self.scope.limits.memory_bytes);

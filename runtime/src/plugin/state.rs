@@ -28,6 +28,8 @@ pub struct PluginScope {
     pub max_message_bytes: usize,
     /// Sandbox limits.
     pub limits: PluginLimits,
+    /// Where failures are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The event being handled, set before each call.
@@ -56,6 +58,8 @@ pub struct HostState {
     pub(super) event: EventScope,
     /// The guest's stderr, kept to explain a trap.
     pub(super) stderr: GuestOutput,
+    /// Host calls made during the current event.
+    pub(super) host_calls: u32,
 }
 
 impl HostState {
@@ -84,11 +88,30 @@ impl HostState {
                 .stderr(stderr.clone())
                 .build(),
             stderr,
+            host_calls: 0,
             table: ResourceTable::new(),
             limits,
             scope,
             event,
         }
+    }
+}
+
+/// The trap raised when an event exceeds its host-call budget.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin exceeded its limit of {0} host calls in one event")]
+pub struct HostCallLimit(pub u32);
+
+impl HostState {
+    /// Counts a host call; past the plugin's budget the guest is stopped with a trap.
+    pub(super) fn host_call(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > self.scope.limits.max_host_calls {
+            return Err(wasmtime::Error::new(HostCallLimit(
+                self.scope.limits.max_host_calls,
+            )));
+        }
+        Ok(())
     }
 }
 

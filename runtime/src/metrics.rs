@@ -1,0 +1,200 @@
+//! Prometheus metrics, served as text at `GET /metrics` on the admin listener.
+//!
+//! Counters on the per-message path are resolved once per tenant ([`TenantMetrics`]),
+//! so counting a message is one atomic increment.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabel {
+    tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    tenant: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    tenant: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    tenant: String,
+    limit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    tenant: String,
+    plugin: String,
+    kind: &'static str,
+}
+
+/// Every metric of the gateway.
+pub struct Metrics {
+    registry: Registry,
+    connections: Family<TenantLabel, Gauge>,
+    closed: Family<CloseLabels, Counter>,
+    refused: Family<StatusLabels, Counter>,
+    messages_in: Family<TenantLabel, Counter>,
+    limits: Family<LimitLabels, Counter>,
+    plugin_failures: Family<PluginLabels, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("wsgate");
+        let metrics = Metrics {
+            connections: Family::default(),
+            closed: Family::default(),
+            refused: Family::default(),
+            messages_in: Family::default(),
+            limits: Family::default(),
+            plugin_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            metrics.connections.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Closed connections by close code",
+            metrics.closed.clone(),
+        );
+        registry.register(
+            "upgrades_refused",
+            "Upgrade requests answered with an HTTP error",
+            metrics.refused.clone(),
+        );
+        registry.register(
+            "messages_received",
+            "Messages received from clients",
+            metrics.messages_in.clone(),
+        );
+        registry.register(
+            "limits_hit",
+            "Client limits that refused or closed something",
+            metrics.limits.clone(),
+        );
+        registry.register(
+            "plugin_failures",
+            "Plugin events that failed, by cause (trap, timeout, memory, host_calls, stack, suspended, reply_too_large)",
+            metrics.plugin_failures.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            ..metrics
+        })
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts a plugin failure.
+    pub fn plugin_failure(&self, tenant: &str, plugin: &str, kind: &'static str) {
+        self.plugin_failures
+            .get_or_create(&PluginLabels {
+                tenant: tenant.to_owned(),
+                plugin: plugin.to_owned(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Counts an upgrade refused with `status` (before a tenant is known: tenant "").
+    pub fn refused(&self, tenant: &str, status: u16) {
+        self.refused
+            .get_or_create(&StatusLabels {
+                tenant: tenant.to_owned(),
+                status,
+            })
+            .inc();
+    }
+
+    /// The metrics of one tenant.
+    pub fn tenant(self: &Arc<Self>, tenant: &str) -> TenantMetrics {
+        let label = TenantLabel {
+            tenant: tenant.to_owned(),
+        };
+        TenantMetrics {
+            tenant: tenant.to_owned(),
+            connections: self.connections.get_or_create(&label).clone(),
+            messages_in: self.messages_in.get_or_create(&label).clone(),
+            all: self.clone(),
+        }
+    }
+}
+
+/// A tenant's metrics, with the per-message ones resolved.
+#[derive(Debug)]
+pub struct TenantMetrics {
+    tenant: String,
+    connections: Gauge,
+    messages_in: Counter,
+    all: Arc<Metrics>,
+}
+
+impl TenantMetrics {
+    /// A connection was upgraded.
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    /// A connection closed with `code`.
+    pub fn connection_closed(&self, code: u16) {
+        self.connections.dec();
+        self.all
+            .closed
+            .get_or_create(&CloseLabels {
+                tenant: self.tenant.clone(),
+                code,
+            })
+            .inc();
+    }
+
+    /// A message arrived from a client.
+    pub fn message_in(&self) {
+        self.messages_in.inc();
+    }
+
+    /// A client limit refused or closed something.
+    pub fn limit_hit(&self, limit: &'static str) {
+        self.all
+            .limits
+            .get_or_create(&LimitLabels {
+                tenant: self.tenant.clone(),
+                limit,
+            })
+            .inc();
+    }
+
+    /// An upgrade was refused with `status`.
+    pub fn refused(&self, status: u16) {
+        self.all.refused(&self.tenant, status);
+    }
+}
