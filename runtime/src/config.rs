@@ -204,6 +204,11 @@ pub struct TenantLimits {
     /// previous ping by the next one is considered dead and dropped.
     #[serde(default = "default_ping_interval", with = "humantime_serde")]
     pub ping_interval: Duration,
+    /// Plugin events of this tenant that may run at once, across all its connections;
+    /// others wait their turn. It keeps one tenant's CPU-heavy plugins from holding
+    /// every core. Default: half the cores, at least one.
+    #[serde(default = "default_concurrent_events")]
+    pub max_concurrent_events: usize,
     /// Browser origins allowed to connect (`Origin` header); empty allows any. Requests
     /// without an `Origin` (non-browser clients) are always allowed.
     #[serde(default)]
@@ -229,6 +234,7 @@ impl Default for TenantLimits {
             idle_timeout: default_idle_timeout(),
             max_connection_age: default_max_age(),
             ping_interval: default_ping_interval(),
+            max_concurrent_events: default_concurrent_events(),
             allowed_origins: Vec::new(),
             api_rate: default_api_rate(),
             api_burst: default_api_burst(),
@@ -266,6 +272,11 @@ fn default_idle_timeout() -> Duration {
 
 fn default_max_age() -> Duration {
     Duration::from_secs(7200)
+}
+
+fn default_concurrent_events() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 2).max(1)
 }
 
 fn default_ping_interval() -> Duration {
@@ -564,6 +575,12 @@ impl Config {
             return Err(self.invalid(
                 format!("{key}.limits.outbound_queue_bytes"),
                 "must be at least max_message_bytes, or a maximum-size message could never be queued",
+            ));
+        }
+        if limits.max_concurrent_events == 0 {
+            return Err(self.invalid(
+                format!("{key}.limits.max_concurrent_events"),
+                "must be at least 1",
             ));
         }
         if limits.message_rate == 0 || limits.message_burst == 0 {

@@ -49,6 +49,9 @@ impl Gateway {
         let mut compiled = HashMap::new();
         for (id, tenant_config) in &config.tenants {
             let registry = Arc::new(LocalRegistry::default());
+            let events = Arc::new(tokio::sync::Semaphore::new(
+                tenant_config.limits.max_concurrent_events,
+            ));
             let mut plugins = HashMap::new();
             for (name, plugin_config) in &tenant_config.plugins {
                 let key = format!("tenants.{id}.plugins.{name}.path");
@@ -78,6 +81,7 @@ impl Gateway {
                     max_message_bytes: tenant_config.limits.max_message_bytes,
                     limits: plugin_config.limits.clone(),
                     metrics: metrics.clone(),
+                    events: events.clone(),
                 };
                 let plugin = host
                     .link(&component, scope)

@@ -13,6 +13,7 @@ mod echo;
 mod failures;
 mod host_api;
 mod routing;
+mod sandbox;
 mod sigv4;
 
 use wsgate_test_plugins as plugins;

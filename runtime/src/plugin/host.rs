@@ -186,6 +186,7 @@ mod tests {
                 ..PluginLimits::default()
             },
             metrics: crate::metrics::Metrics::new(),
+            events: Arc::new(tokio::sync::Semaphore::new(1)),
         };
         let mut state = HostState::new(Arc::new(scope));
         state.event.connection = current.into();

@@ -36,7 +36,7 @@ use state::{EventScope, HostState};
 use crate::registry::ConnectionMeta;
 
 /// How often the engine's epoch advances: the granularity of timeouts and of yielding.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Why a plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +182,16 @@ impl Plugin {
         &self.scope.plugin
     }
 
+    /// Waits for one of the tenant's event permits; held for the whole call, so the
+    /// wait does not count against the guest's time budget.
+    async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.scope
+            .events
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
     /// Counts a failure in the metrics.
     pub fn record_failure(&self, kind: &'static str) {
         self.scope
@@ -223,7 +233,14 @@ impl Plugin {
             if Instant::now() >= ctx.data().event.deadline {
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                // tokio's yield_now lets the worker poll the I/O driver before it runs
+                // the guest again; a plain self-wake would keep a spinning guest
+                // runnable and starve other connections' socket events for a whole
+                // event interval.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
         // Instantiation runs guest start code, so it gets the event's budget too.
@@ -290,7 +307,11 @@ impl Plugin {
             Some(Trap::StackOverflow) => return PluginError::Stack,
             _ => {}
         }
-        if format!("{err:#}").contains("forcing a memory growth failure") {
+        let text = format!("{err:#}");
+        // wasmtime's two wordings for a growth refused by the store's limiter.
+        if text.contains("forcing trap when growing memory")
+            || text.contains("forcing a memory growth failure")
+        {
             return PluginError::Memory(self.scope.limits.memory_bytes);
         }
         let mut text = match trap {
@@ -310,6 +331,7 @@ impl Plugin {
         route: &Arc<str>,
         meta: &ConnectionMeta,
     ) -> Result<ConnectResponse, PluginError> {
+        let _turn = self.turn().await;
         let mut instance = self.checkout(&meta.id, route).await?;
         let info = convert::info(meta, meta.connected_at);
         let result = instance
@@ -328,6 +350,7 @@ impl Plugin {
         route_key: &str,
         message: &Message,
     ) -> Result<Option<Message>, PluginError> {
+        let _turn = self.turn().await;
         let mut instance = self.checkout(connection, route).await?;
         let result = instance
             .handler
@@ -345,6 +368,7 @@ impl Plugin {
         code: u16,
         reason: &str,
     ) -> Result<(), PluginError> {
+        let _turn = self.turn().await;
         let mut instance = self.checkout(connection, route).await?;
         let result = instance
             .handler

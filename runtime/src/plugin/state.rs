@@ -30,6 +30,8 @@ pub struct PluginScope {
     pub limits: PluginLimits,
     /// Where failures are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Permits for the tenant's events running at once, shared by its plugins.
+    pub events: Arc<tokio::sync::Semaphore>,
 }
 
 /// The event being handled, set before each call.
