@@ -32,6 +32,9 @@ pub mod server;
 pub mod socket;
 pub mod tenant;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::sync::Arc;
 use std::time::Duration;
 
