@@ -174,6 +174,9 @@ pub struct TenantLimits {
     /// incoming messages close the connection with 1009.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
+    /// Largest single frame a client may send, in bytes; a larger one closes with 1009.
+    /// Defaults to `max_message_bytes`; smaller values bound what one read may buffer.
+    pub max_frame_bytes: Option<usize>,
     /// Bytes queued for one client before sends to it are refused (`limit-exceeded`
     /// from the host API, 429 from the management API).
     #[serde(default = "default_outbound_queue_bytes")]
@@ -222,10 +225,18 @@ pub struct TenantLimits {
     pub api_burst: u32,
 }
 
+impl TenantLimits {
+    /// The frame size cap in force.
+    pub fn frame_bytes(&self) -> usize {
+        self.max_frame_bytes.unwrap_or(self.max_message_bytes)
+    }
+}
+
 impl Default for TenantLimits {
     fn default() -> Self {
         Self {
             max_message_bytes: default_max_message_bytes(),
+            max_frame_bytes: None,
             outbound_queue_bytes: default_outbound_queue_bytes(),
             write_timeout: default_write_timeout(),
             max_connections: default_tenant_connections(),
@@ -569,6 +580,15 @@ impl Config {
             return Err(self.invalid(
                 format!("{key}.limits.max_message_bytes"),
                 "must be between 1 and 16777216 bytes",
+            ));
+        }
+        if limits
+            .max_frame_bytes
+            .is_some_and(|f| f == 0 || f > limits.max_message_bytes)
+        {
+            return Err(self.invalid(
+                format!("{key}.limits.max_frame_bytes"),
+                "must be between 1 and max_message_bytes",
             ));
         }
         if limits.outbound_queue_bytes < limits.max_message_bytes {

@@ -121,7 +121,7 @@ async fn handle(
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(tenant.limits.max_message_bytes))
-            .max_frame_size(Some(tenant.limits.max_message_bytes))
+            .max_frame_size(Some(tenant.limits.frame_bytes()))
             .read_buffer_size(4096)
             .write_buffer_size(0);
         let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config))

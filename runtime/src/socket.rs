@@ -43,6 +43,18 @@ const WRITE_BATCH: usize = 64;
 type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>;
 type Stream = futures_util::stream::SplitStream<WebSocketStream<TcpStream>>;
 
+/// How the writer ended, when it ended first.
+enum WriteEnd {
+    /// It sent this close frame, as asked.
+    Closed(CloseFrame),
+    /// The socket failed.
+    Failed,
+    /// Nothing could be written for the tenant's write timeout: the client is not reading.
+    SlowConsumer,
+    /// The client did not answer the previous ping.
+    DeadPeer,
+}
+
 /// How the reader ended.
 enum ReadEnd {
     /// The peer sent a close frame (and tungstenite answered it), or just a FIN.
@@ -87,7 +99,7 @@ pub async fn run(
                     let sent = (u16::from(frame.code), frame.reason.to_string());
                     // The writer owns the sink: ask it to send the close.
                     let _ = connection.close(frame);
-                    linger = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await.is_ok_and(|s| s.is_some());
+                    linger = matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await, Ok(WriteEnd::Closed(_)));
                     sent
                 }
                 ReadEnd::Dropped => {
@@ -95,13 +107,25 @@ pub async fn run(
                     (1006, String::new())
                 }
             },
-            sent = &mut writer => match sent {
+            end = &mut writer => match end {
                 // We closed: let the reader finish its current event and see the reply.
-                Some(frame) => {
+                WriteEnd::Closed(frame) => {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut reader).await;
                     (frame.code.into(), frame.reason.to_string())
                 }
-                None => {
+                // No close frame can reach a client that reads nothing: the socket is
+                // dropped, and $disconnect hears why.
+                WriteEnd::SlowConsumer => {
+                    connection.mark_closing();
+                    tenant.metrics.limit_hit("slow_consumer");
+                    (1008, "slow consumer".to_owned())
+                }
+                WriteEnd::DeadPeer => {
+                    connection.mark_closing();
+                    tenant.metrics.limit_hit("dead_peer");
+                    (1006, "no answer to ping".to_owned())
+                }
+                WriteEnd::Failed => {
                     connection.mark_closing();
                     (1006, String::new())
                 }
@@ -273,16 +297,14 @@ async fn read_loop(
 }
 
 /// Writes queued messages, flushing once per burst, pings the peer, and sends the close
-/// when one is asked for (after what was queued before it). Returns the close it sent,
-/// or `None` when the socket failed, the peer stopped answering pings, or it stopped
-/// reading for longer than the write timeout.
+/// when one is asked for (after what was queued before it).
 async fn write_loop(
     sink: &mut Sink,
     mut outbound: mpsc::UnboundedReceiver<Message>,
     connection: &Connection,
     limits: &TenantLimits,
     awaiting_pong: &AtomicBool,
-) -> Option<CloseFrame> {
+) -> WriteEnd {
     let write_timeout = limits.write_timeout;
     let mut ping =
         tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
@@ -293,10 +315,13 @@ async fn write_loop(
         ($op:expr) => {
             match tokio::time::timeout(write_timeout, $op).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return None,
+                Ok(Err(_)) => return WriteEnd::Failed,
                 Err(_) => {
-                    warn!(queued_bytes = connection.queued_bytes(), "slow consumer: nothing written for {write_timeout:?}; dropping the connection");
-                    return None;
+                    warn!(
+                        queued_bytes = connection.queued_bytes(),
+                        "slow consumer: nothing written for {write_timeout:?}; dropping the connection"
+                    );
+                    return WriteEnd::SlowConsumer;
                 }
             }
         };
@@ -311,10 +336,10 @@ async fn write_loop(
                     connection.release(len);
                 }
                 write!(sink.send(Message::Close(Some(frame.clone()))));
-                return Some(frame);
+                return WriteEnd::Closed(frame);
             }
             message = outbound.recv() => {
-                let message = message?;
+                let Some(message) = message else { return WriteEnd::Failed };
                 let len = message.len();
                 write!(sink.feed(message));
                 connection.release(len);
@@ -329,7 +354,7 @@ async fn write_loop(
             _ = ping.tick() => {
                 if awaiting_pong.swap(true, Ordering::Relaxed) {
                     debug!("no answer to the last ping: the peer is gone");
-                    return None;
+                    return WriteEnd::DeadPeer;
                 }
                 write!(sink.send(Message::Ping(Default::default())));
             }

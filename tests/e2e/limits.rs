@@ -11,7 +11,7 @@ use crate::plugins;
 /// Tenants with small limits, each limit on its own tenant so tests do not interfere.
 fn limits_config() -> String {
     let mut tenants = String::new();
-    for tenant in ["rate", "cap", "idle", "age", "origin", "slow"] {
+    for tenant in ["rate", "cap", "idle", "age", "origin", "slow", "frames"] {
         tenants.push_str(&plugin(tenant, "echo", plugins::ECHO, ""));
         tenants.push_str(&format!(
             "[tenants.{tenant}.routes.\"/echo\"]\nplugin = \"echo\"\n"
@@ -21,6 +21,7 @@ fn limits_config() -> String {
         r#"
 [limits]
 max_connections = 12
+handshake_timeout = "300ms"
 
 [tenants.rate.limits]
 message_rate = 1
@@ -38,6 +39,9 @@ max_message_bytes = 65536
 outbound_queue_bytes = 65536
 write_timeout = "300ms"
 ping_interval = "200ms"
+[tenants.frames.limits]
+max_message_bytes = 4096
+max_frame_bytes = 1024
 [tenants.slow.credentials]
 bearer_keys = ["slow-key"]
 "#,
@@ -257,6 +261,12 @@ async fn slow_consumer_is_dropped() {
         }
     }
     assert!(gone, "the slow consumer was dropped");
+    let text = metrics(&gateway).await;
+    assert!(
+        text.contains(r#"wsgate_connections_closed_total{tenant="slow",code="1008"}"#)
+            || text.contains(r#"wsgate_connections_closed_total{tenant="slow",code="1006"}"#),
+        "{text}"
+    );
     drop(client);
 }
 
@@ -278,4 +288,57 @@ async fn unresponsive_peer_is_dropped() {
         "{text}"
     );
     drop(silent);
+}
+
+/// One frame over `max_frame_bytes` closes with 1009, while the same message split into
+/// smaller frames passes (up to `max_message_bytes`).
+#[tokio::test]
+async fn frame_cap_is_separate_from_message_cap() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let gateway = Gateway::start(&limits_config()).await;
+    let mut client = gateway.connect("/frames/echo").await;
+    let part = "p".repeat(1000);
+    client
+        .send(Message::Frame(Frame::message(
+            part.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await
+        .unwrap();
+    client
+        .send(Message::Frame(Frame::message(
+            part.clone(),
+            OpCode::Data(Data::Continue),
+            false,
+        )))
+        .await
+        .unwrap();
+    client
+        .send(Message::Frame(Frame::message(
+            part.clone(),
+            OpCode::Data(Data::Continue),
+            true,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut client).await.len(), 3000);
+    client.send(Message::text("q".repeat(2000))).await.unwrap();
+    assert_eq!(u16::from(expect_close(&mut client).await.code), 1009);
+}
+
+/// A client that opens TCP and never sends its upgrade is dropped after the handshake
+/// timeout.
+#[tokio::test]
+async fn silent_tcp_client_is_dropped() {
+    use tokio::io::AsyncReadExt;
+    let gateway = Gateway::start(&limits_config()).await;
+    let mut tcp = tokio::net::TcpStream::connect(gateway.ws).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(crate::harness::WAIT, tcp.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the gateway closed the idle socket: {read:?}"
+    );
 }
