@@ -189,13 +189,12 @@ pub struct TenantLimits {
     #[serde(default = "default_tenant_connections")]
     pub max_connections: usize,
     /// Messages per second one connection may send; excess messages are dropped with
-    /// an error frame.
-    #[serde(default = "default_message_rate")]
-    pub message_rate: u32,
-    /// Messages a connection may send at once above the rate. A client that keeps
-    /// sending after its burst is spent, for as many messages again, is closed with 1008.
-    #[serde(default = "default_message_burst")]
-    pub message_burst: u32,
+    /// an error frame. Unset: no limit, as on AWS (West Connectivity uses 5).
+    pub message_rate: Option<u32>,
+    /// Messages a connection may send at once above the rate (default: the rate). A
+    /// client that keeps sending after its burst is spent, for as many messages again,
+    /// is closed with 1008.
+    pub message_burst: Option<u32>,
     /// A connection from which nothing arrives for this long is closed with 1001 (AWS:
     /// 10 minutes). Client pings count; pongs to the gateway's pings do not.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
@@ -207,9 +206,11 @@ pub struct TenantLimits {
     /// previous ping by the next one is considered dead and dropped.
     #[serde(default = "default_ping_interval", with = "humantime_serde")]
     pub ping_interval: Duration,
-    /// Plugin events of this tenant that may run at once, across all its connections;
-    /// others wait their turn. It keeps one tenant's CPU-heavy plugins from holding
-    /// every core. Default: half the cores, at least one.
+    /// Long plugin events of this tenant that may run at once, across all its
+    /// connections. An event that runs past one 1 ms epoch tick needs a permit to go
+    /// on; without one it waits suspended (the wait counts toward its time budget).
+    /// Short events never need one. It keeps one tenant's CPU-heavy plugins from
+    /// holding every core. Default: half the cores, at least one.
     #[serde(default = "default_concurrent_events")]
     pub max_concurrent_events: usize,
     /// Browser origins allowed to connect (`Origin` header); empty allows any. Requests
@@ -240,8 +241,8 @@ impl Default for TenantLimits {
             outbound_queue_bytes: default_outbound_queue_bytes(),
             write_timeout: default_write_timeout(),
             max_connections: default_tenant_connections(),
-            message_rate: default_message_rate(),
-            message_burst: default_message_burst(),
+            message_rate: None,
+            message_burst: None,
             idle_timeout: default_idle_timeout(),
             max_connection_age: default_max_age(),
             ping_interval: default_ping_interval(),
@@ -267,14 +268,6 @@ fn default_write_timeout() -> Duration {
 
 fn default_tenant_connections() -> usize {
     100_000
-}
-
-fn default_message_rate() -> u32 {
-    1_000
-}
-
-fn default_message_burst() -> u32 {
-    2_000
 }
 
 fn default_idle_timeout() -> Duration {
@@ -603,10 +596,16 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if limits.message_rate == 0 || limits.message_burst == 0 {
+        if limits.message_rate == Some(0) || limits.message_burst == Some(0) {
             return Err(self.invalid(
                 format!("{key}.limits"),
                 "message_rate and message_burst must be at least 1",
+            ));
+        }
+        if limits.message_burst.is_some() && limits.message_rate.is_none() {
+            return Err(self.invalid(
+                format!("{key}.limits.message_burst"),
+                "a burst needs a message_rate",
             ));
         }
         for (name, value) in [

@@ -90,6 +90,8 @@ pub struct Connection {
     max_queued_bytes: usize,
     /// Wakes replies waiting for room in the queue.
     space: Notify,
+    /// How many replies wait on `space`; while zero, writes skip the notify.
+    space_waiters: AtomicUsize,
     /// Set once the connection starts closing; sends then answer `Gone`.
     closing: AtomicBool,
     /// A close the socket task should send, set by `close` and taken by the socket task.
@@ -113,6 +115,7 @@ impl Connection {
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes: queue_bytes,
             space: Notify::new(),
+            space_waiters: AtomicUsize::new(0),
             closing: AtomicBool::new(false),
             close_request: Mutex::new(None),
             close_notify: Notify::new(),
@@ -163,7 +166,9 @@ impl Connection {
     /// Returns `len` bytes to the budget once written (socket task only).
     pub fn release(&self, len: usize) {
         self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        self.space.notify_waiters();
+        if self.space_waiters.load(Ordering::Acquire) > 0 {
+            self.space.notify_waiters();
+        }
     }
 
     /// Payload bytes queued and not yet written.
@@ -201,10 +206,15 @@ impl Connection {
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            if self.reserve(len) {
+            self.space_waiters.fetch_add(1, Ordering::AcqRel);
+            let reserved = self.reserve(len);
+            if !reserved {
+                space.await;
+            }
+            self.space_waiters.fetch_sub(1, Ordering::AcqRel);
+            if reserved {
                 return self.enqueue(message, len);
             }
-            space.await;
         }
     }
 

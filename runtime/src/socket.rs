@@ -177,14 +177,17 @@ struct MessageRate {
 }
 
 impl MessageRate {
-    fn new(limits: &TenantLimits) -> Self {
-        Self {
-            tokens: f64::from(limits.message_burst),
-            rate: f64::from(limits.message_rate),
-            burst: f64::from(limits.message_burst),
+    /// The tenant's bucket, or `None` when it sets no rate.
+    fn new(limits: &TenantLimits) -> Option<Self> {
+        let rate = limits.message_rate?;
+        let burst = limits.message_burst.unwrap_or(rate);
+        Some(Self {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
             refilled: Instant::now(),
             dropped: 0,
-        }
+        })
     }
 
     /// Whether a message may pass now.
@@ -232,13 +235,26 @@ async fn read_loop(
     let mut rate = MessageRate::new(limits);
     let expires = Instant::now() + limits.max_connection_age;
     let mut idle_until = Instant::now() + limits.idle_timeout;
+    // One timer, re-armed only when it fires early: activity just moves `idle_until`,
+    // so a message costs no timer operation.
+    let timer = tokio::time::sleep_until(idle_until.min(expires));
+    tokio::pin!(timer);
     loop {
         let item = tokio::select! {
+            biased;
             item = stream.next() => item,
-            () = tokio::time::sleep_until(idle_until.min(expires)), if peer_close.is_none() => {
-                let why = if Instant::now() >= expires { "maximum connection age reached" } else { "idle timeout" };
-                tenant.metrics.limit_hit(if Instant::now() >= expires { "max_age" } else { "idle" });
-                return closing(CloseCode::Away, why);
+            () = &mut timer, if peer_close.is_none() => {
+                let now = Instant::now();
+                if now >= expires {
+                    tenant.metrics.limit_hit("max_age");
+                    return closing(CloseCode::Away, "maximum connection age reached");
+                }
+                if now >= idle_until {
+                    tenant.metrics.limit_hit("idle");
+                    return closing(CloseCode::Away, "idle timeout");
+                }
+                timer.as_mut().reset(idle_until.min(expires));
+                continue;
             }
         };
         let Some(item) = item else { break };
@@ -249,9 +265,13 @@ async fn read_loop(
                 idle_until = now + limits.idle_timeout;
                 connection.touch();
                 tenant.metrics.message_in();
+                let Some(rate) = rate.as_mut() else {
+                    dispatch(connection, route, tenant, message).await;
+                    continue;
+                };
                 if rate.allow(now) {
                     dispatch(connection, route, tenant, message).await;
-                } else if rate.dropped > limits.message_burst {
+                } else if f64::from(rate.dropped) > rate.burst {
                     tenant.metrics.limit_hit("message_flood");
                     return closing(CloseCode::Policy, "message rate exceeded");
                 } else if rate.dropped == 1 {
@@ -413,11 +433,15 @@ mod tests {
     #[test]
     fn message_rate_allows_the_burst_then_the_rate() {
         let limits = TenantLimits {
-            message_rate: 10,
-            message_burst: 3,
+            message_rate: Some(10),
+            message_burst: Some(3),
             ..TenantLimits::default()
         };
-        let mut rate = MessageRate::new(&limits);
+        let mut rate = MessageRate::new(&limits).unwrap();
+        assert!(
+            MessageRate::new(&TenantLimits::default()).is_none(),
+            "no rate by default"
+        );
         let start = Instant::now();
         assert!((0..3).all(|_| rate.allow(start)));
         assert!(!rate.allow(start));

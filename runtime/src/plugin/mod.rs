@@ -182,16 +182,6 @@ impl Plugin {
         &self.scope.plugin
     }
 
-    /// Waits for one of the tenant's event permits; held for the whole call, so the
-    /// wait does not count against the guest's time budget.
-    async fn turn(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.scope
-            .events
-            .acquire()
-            .await
-            .expect("the semaphore is never closed")
-    }
-
     /// Counts a failure in the metrics.
     pub fn record_failure(&self, kind: &'static str) {
         self.scope
@@ -230,18 +220,39 @@ impl Plugin {
         let mut store = Store::new(&self.engine, HostState::new(self.scope.clone()));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().event.deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                // tokio's yield_now lets the worker poll the I/O driver before it runs
-                // the guest again; a plain self-wake would keep a spinning guest
-                // runnable and starve other connections' socket events for a whole
-                // event interval.
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
+            let state = ctx.data();
+            if Instant::now() >= state.event.deadline {
+                return Ok(UpdateDeadline::Interrupt);
             }
+            // The event has run past a tick: from here on it needs one of the tenant's
+            // permits, so one tenant's CPU-heavy events cannot hold every core. Short
+            // events never get here and pay nothing.
+            let mut turn = state.turn.lock().unwrap_or_else(|e| e.into_inner());
+            if turn.is_none() {
+                match state.scope.events.clone().try_acquire_owned() {
+                    Ok(permit) => *turn = Some(permit),
+                    Err(_) => {
+                        // Wait suspended, not spinning, until a permit frees up.
+                        let events = state.scope.events.clone();
+                        let slot = state.turn.clone();
+                        return Ok(UpdateDeadline::YieldCustom(
+                            1,
+                            Box::pin(async move {
+                                if let Ok(permit) = events.acquire_owned().await {
+                                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
+                                }
+                            }),
+                        ));
+                    }
+                }
+            }
+            // tokio's yield_now lets the worker poll the I/O driver before it runs the
+            // guest again; a plain self-wake would keep a spinning guest runnable and
+            // starve other connections' socket events for a whole event interval.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
         });
         // Instantiation runs guest start code, so it gets the event's budget too.
         store.data_mut().event.deadline = Instant::now() + self.scope.limits.timeout;
@@ -255,6 +266,13 @@ impl Plugin {
 
     /// Returns a healthy instance to the pool, or maps the failure and drops it.
     fn finish<R>(&self, instance: Instance, result: wasmtime::Result<R>) -> Result<R, PluginError> {
+        instance
+            .store
+            .data()
+            .turn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match result {
             Ok(value) => {
                 self.expensive_failures.store(0, Ordering::Relaxed);
@@ -331,7 +349,6 @@ impl Plugin {
         route: &Arc<str>,
         meta: &ConnectionMeta,
     ) -> Result<ConnectResponse, PluginError> {
-        let _turn = self.turn().await;
         let mut instance = self.checkout(&meta.id, route).await?;
         let info = convert::info(meta, meta.connected_at);
         let result = instance
@@ -350,7 +367,6 @@ impl Plugin {
         route_key: &str,
         message: &Message,
     ) -> Result<Option<Message>, PluginError> {
-        let _turn = self.turn().await;
         let mut instance = self.checkout(connection, route).await?;
         let result = instance
             .handler
@@ -368,7 +384,6 @@ impl Plugin {
         code: u16,
         reason: &str,
     ) -> Result<(), PluginError> {
-        let _turn = self.turn().await;
         let mut instance = self.checkout(connection, route).await?;
         let result = instance
             .handler

@@ -30,7 +30,8 @@ pub struct PluginScope {
     pub limits: PluginLimits,
     /// Where failures are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Permits for the tenant's events running at once, shared by its plugins.
+    /// Permits for the tenant's long-running events, shared by its plugins: an event
+    /// that runs past one epoch tick needs one to go on.
     pub events: Arc<tokio::sync::Semaphore>,
 }
 
@@ -62,6 +63,9 @@ pub struct HostState {
     pub(super) stderr: GuestOutput,
     /// Host calls made during the current event.
     pub(super) host_calls: u32,
+    /// The tenant event permit this event holds, taken once it runs past one epoch
+    /// tick; shared with the future that waits for one.
+    pub(super) turn: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
 }
 
 impl HostState {
@@ -91,6 +95,7 @@ impl HostState {
                 .build(),
             stderr,
             host_calls: 0,
+            turn: Arc::default(),
             table: ResourceTable::new(),
             limits,
             scope,
