@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
 
-use wsgate::client::{Client, ClientError, Credentials};
+use wsgate::client::{Client, Credentials};
 
 /// Where and as whom to call the management API.
 #[derive(Args)]
@@ -120,130 +120,117 @@ fn json(body: &[u8]) -> anyhow::Result<Value> {
 /// Runs a verb; API errors become the error the process exits with.
 pub async fn run(command: Command) -> anyhow::Result<()> {
     let out = &mut std::io::stdout();
-    let result: Result<(), ClientError> = async {
-        match command {
-            Command::List { target, route } => {
-                let client = target
-                    .client()
-                    .map_err(|e| ClientError::Signing(e.to_string()))?;
-                let mut token = String::new();
-                let mut pages = Vec::new();
-                loop {
-                    let mut params = vec![("limit", "1000")];
-                    if let Some(route) = &route {
-                        params.push(("route", route));
-                    }
-                    if !token.is_empty() {
-                        params.push(("nextToken", &token));
-                    }
-                    let answer = client
-                        .call(
-                            Method::GET,
-                            &format!("/@connections{}", query(&params)),
-                            Vec::new(),
-                        )
-                        .await?;
-                    let page =
-                        json(&answer.body).map_err(|e| ClientError::Signing(e.to_string()))?;
-                    let next = page["nextToken"].as_str().map(str::to_owned);
-                    pages.push(page);
-                    match next {
-                        Some(next) => token = next,
-                        None => break,
-                    }
+    match command {
+        Command::List { target, route } => {
+            let client = target.client()?;
+            let mut token = String::new();
+            let mut pages = Vec::new();
+            loop {
+                let mut params = vec![("limit", "1000")];
+                if let Some(route) = &route {
+                    params.push(("route", route));
                 }
-                let items: Vec<Value> = pages
-                    .iter()
-                    .flat_map(|p| p["items"].as_array().cloned().unwrap_or_default())
-                    .collect();
-                if target.json {
-                    let _ = writeln!(out, "{}", serde_json::json!({ "items": items }));
-                } else {
-                    for item in &items {
-                        let _ = writeln!(
-                            out,
-                            "{}  {}  {}",
-                            str_of(&item["connectionId"]),
-                            str_of(&item["connectedAt"]),
-                            str_of(&item["route"])
-                        );
-                    }
-                    let _ = writeln!(out, "{} connection(s)", items.len());
+                if !token.is_empty() {
+                    params.push(("nextToken", &token));
                 }
-            }
-            Command::Get { id, target } => {
-                let client = target
-                    .client()
-                    .map_err(|e| ClientError::Signing(e.to_string()))?;
                 let answer = client
-                    .call(Method::GET, &Client::connection_path(&id), Vec::new())
+                    .call(
+                        Method::GET,
+                        &format!("/@connections{}", query(&params)),
+                        Vec::new(),
+                    )
                     .await?;
-                let info = json(&answer.body).map_err(|e| ClientError::Signing(e.to_string()))?;
-                if target.json {
-                    let _ = writeln!(out, "{info}");
-                } else {
-                    for (label, value) in [
-                        ("id", &info["connectionId"]),
-                        ("route", &info["route"]),
-                        ("uri", &info["uri"]),
-                        ("connected_at", &info["connectedAt"]),
-                        ("last_active_at", &info["lastActiveAt"]),
-                        ("source_ip", &info["identity"]["sourceIp"]),
-                        ("user_agent", &info["identity"]["userAgent"]),
-                    ] {
-                        let _ = writeln!(out, "{label}: {}", str_of(value));
-                    }
+                let page = json(&answer.body)?;
+                let next = page["nextToken"].as_str().map(str::to_owned);
+                pages.push(page);
+                match next {
+                    Some(next) => token = next,
+                    None => break,
                 }
             }
-            Command::Send {
-                id,
-                data,
-                binary,
-                target,
-            } => {
-                let client = target
-                    .client()
-                    .map_err(|e| ClientError::Signing(e.to_string()))?;
-                let path = format!(
-                    "{}{}",
-                    Client::connection_path(&id),
-                    if binary { "?type=binary" } else { "" }
-                );
-                let size = data.len();
-                client.call(Method::POST, &path, data.into_bytes()).await?;
-                if target.json {
-                    let _ = writeln!(out, "{}", serde_json::json!({ "sent": size }));
-                } else {
-                    let _ = writeln!(out, "sent {size} bytes to {id}");
+            let items: Vec<Value> = pages
+                .iter()
+                .flat_map(|p| p["items"].as_array().cloned().unwrap_or_default())
+                .collect();
+            if target.json {
+                let _ = writeln!(out, "{}", serde_json::json!({ "items": items }));
+            } else {
+                for item in &items {
+                    let _ = writeln!(
+                        out,
+                        "{}  {}  {}",
+                        str_of(&item["connectionId"]),
+                        str_of(&item["connectedAt"]),
+                        str_of(&item["route"])
+                    );
                 }
+                let _ = writeln!(out, "{} connection(s)", items.len());
             }
-            Command::Disconnect {
-                id,
-                code,
-                reason,
-                target,
-            } => {
-                let client = target
-                    .client()
-                    .map_err(|e| ClientError::Signing(e.to_string()))?;
-                let code_text = code.to_string();
-                let path = format!(
-                    "{}{}",
-                    Client::connection_path(&id),
-                    query(&[("code", &code_text), ("reason", &reason)])
-                );
-                client.call(Method::DELETE, &path, Vec::new()).await?;
-                if target.json {
-                    let _ = writeln!(out, "{}", serde_json::json!({ "disconnected": id }));
-                } else {
-                    let _ = writeln!(out, "disconnected {id}");
+        }
+        Command::Get { id, target } => {
+            let client = target.client()?;
+            let answer = client
+                .call(Method::GET, &Client::connection_path(&id), Vec::new())
+                .await?;
+            let info = json(&answer.body)?;
+            if target.json {
+                let _ = writeln!(out, "{info}");
+            } else {
+                for (label, value) in [
+                    ("id", &info["connectionId"]),
+                    ("route", &info["route"]),
+                    ("uri", &info["uri"]),
+                    ("connected_at", &info["connectedAt"]),
+                    ("last_active_at", &info["lastActiveAt"]),
+                    ("source_ip", &info["identity"]["sourceIp"]),
+                    ("user_agent", &info["identity"]["userAgent"]),
+                ] {
+                    let _ = writeln!(out, "{label}: {}", str_of(value));
                 }
             }
         }
-        Ok(())
+        Command::Send {
+            id,
+            data,
+            binary,
+            target,
+        } => {
+            let client = target.client()?;
+            let path = format!(
+                "{}{}",
+                Client::connection_path(&id),
+                if binary { "?type=binary" } else { "" }
+            );
+            let size = data.len();
+            client.call(Method::POST, &path, data.into_bytes()).await?;
+            if target.json {
+                let _ = writeln!(out, "{}", serde_json::json!({ "sent": size }));
+            } else {
+                let _ = writeln!(out, "sent {size} bytes to {id}");
+            }
+        }
+        Command::Disconnect {
+            id,
+            code,
+            reason,
+            target,
+        } => {
+            let client = target.client()?;
+            let code_text = code.to_string();
+            let path = format!(
+                "{}{}",
+                Client::connection_path(&id),
+                query(&[("code", &code_text), ("reason", &reason)])
+            );
+            client.call(Method::DELETE, &path, Vec::new()).await?;
+            if target.json {
+                let _ = writeln!(out, "{}", serde_json::json!({ "disconnected": id }));
+            } else {
+                let _ = writeln!(out, "disconnected {id}");
+            }
+        }
     }
-    .await;
-    result.map_err(Into::into)
+    Ok(())
 }
 
 fn str_of(value: &Value) -> String {
