@@ -139,6 +139,16 @@ impl Gateway {
         }
     }
 
+    /// The Prometheus text of `GET /metrics` on the admin listener.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `ws://ADDR{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.ws)

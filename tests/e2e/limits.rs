@@ -49,15 +49,6 @@ bearer_keys = ["slow-key"]
     config(&tenants)
 }
 
-async fn metrics(gateway: &Gateway) -> String {
-    reqwest::get(format!("http://{}/metrics", gateway.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Within the burst messages pass; beyond it one error frame tells the client, the rest
 /// are dropped silently; a client that keeps flooding is closed with 1008.
 #[tokio::test]
@@ -83,7 +74,7 @@ async fn message_rate_then_flood_close() {
         (u16::from(frame.code), frame.reason.as_str()),
         (1008, "message rate exceeded")
     );
-    let text = metrics(&gateway).await;
+    let text = gateway.metrics().await;
     assert!(
         text.contains(r#"wsgate_limits_hit_total{tenant="rate",limit="message_flood"} 1"#),
         "{text}"
@@ -261,7 +252,7 @@ async fn slow_consumer_is_dropped() {
         }
     }
     assert!(gone, "the slow consumer was dropped");
-    let text = metrics(&gateway).await;
+    let text = gateway.metrics().await;
     assert!(
         text.contains(r#"wsgate_connections_closed_total{tenant="slow",code="1008"}"#)
             || text.contains(r#"wsgate_connections_closed_total{tenant="slow",code="1006"}"#),
@@ -282,7 +273,7 @@ async fn unresponsive_peer_is_dropped() {
             l.contains("no answer to the last ping")
         })
         .await;
-    let text = metrics(&gateway).await;
+    let text = gateway.metrics().await;
     assert!(
         text.contains(r#"wsgate_connections_closed_total{tenant="slow",code="1006"} 1"#),
         "{text}"

@@ -58,15 +58,6 @@ async fn fails(gateway: &Gateway, client: &mut Client, command: &str, kind: &str
         .await
 }
 
-async fn metrics(gateway: &Gateway) -> String {
-    reqwest::get(format!("http://{}/metrics", gateway.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// Loop, memory hog, deep recursion, send flood and log flood are each stopped by their
 /// own limit; the connection stays open and the gateway keeps serving.
 #[tokio::test]
@@ -111,7 +102,7 @@ async fn each_hostile_behaviour_is_stopped() {
         })
         .await;
 
-    let text = metrics(&gateway).await;
+    let text = gateway.metrics().await;
     for kind in [
         "timeout",
         "memory",
@@ -156,7 +147,7 @@ async fn repeated_timeouts_suspend_the_plugin() {
     let started = Instant::now();
     fails(&gateway, &mut evil, "hello", "suspended").await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(metrics(&gateway).await.contains("kind=\"suspended\""));
+    assert!(gateway.metrics().await.contains("kind=\"suspended\""));
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
