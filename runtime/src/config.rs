@@ -53,6 +53,9 @@ pub struct Config {
     /// Limits of the whole gateway, before a tenant is known.
     #[serde(default)]
     pub limits: GlobalLimits,
+    /// How plugins are compiled.
+    #[serde(default)]
+    pub compile: CompileConfig,
     /// The tenants, by id. The id is the first path segment of their public URLs.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The directory relative plugin paths are resolved against (the config file's).
@@ -90,6 +93,45 @@ fn default_ws_addr() -> SocketAddr {
 
 fn default_admin_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+/// How plugins are compiled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompileConfig {
+    /// Keep compiled components on disk, keyed by content hash, so restarts skip
+    /// compilation.
+    #[serde(default = "default_true")]
+    pub cache: bool,
+    /// Where (default `$XDG_CACHE_HOME/wsgate`, else `~/.cache/wsgate`). Only the
+    /// gateway's user may write there: entries are loaded as native code.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        Self {
+            cache: true,
+            cache_dir: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl CompileConfig {
+    /// The cache directory in force, if caching is on.
+    pub fn cache_dir(&self, base_dir: &Path) -> Option<PathBuf> {
+        if !self.cache {
+            return None;
+        }
+        match &self.cache_dir {
+            Some(dir) => Some(base_dir.join(dir)),
+            None => crate::plugin::default_cache_dir(),
+        }
+    }
 }
 
 /// Limits of the whole gateway.

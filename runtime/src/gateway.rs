@@ -41,8 +41,11 @@ impl Gateway {
     /// Compiles every plugin and builds the tenants. A plugin that is not a valid
     /// component implementing the world fails with its config key.
     pub fn new(config: &Config) -> Result<Gateway, ConfigError> {
-        let host = Host::new(config.limits.max_wasm_stack_bytes)
-            .map_err(|e| config.invalid("limits.max_wasm_stack_bytes", format!("{e:#}")))?;
+        let host = Host::new(
+            config.limits.max_wasm_stack_bytes,
+            config.compile.cache_dir(&config.base_dir),
+        )
+        .map_err(|e| config.invalid("limits.max_wasm_stack_bytes", format!("{e:#}")))?;
         let metrics = Metrics::new();
         let mut tenants = HashMap::new();
         let mut hosts = HashMap::new();
@@ -59,17 +62,19 @@ impl Gateway {
                 let canonical = path.canonicalize().map_err(|e| {
                     config.invalid(&key, format!("cannot read {}: {e}", path.display()))
                 })?;
-                let component = match compiled.get(&canonical) {
-                    Some(component) => Clone::clone(component),
+                let (component, origin) = match compiled.get(&canonical) {
+                    Some(ready) => Clone::clone(ready),
                     None => {
                         let bytes = std::fs::read(&canonical).map_err(|e| {
                             config.invalid(&key, format!("cannot read {}: {e}", path.display()))
                         })?;
-                        let component = host.compile(&bytes).map_err(|e| {
+                        let started = std::time::Instant::now();
+                        let (component, origin) = host.compile(&bytes).map_err(|e| {
                             config.invalid(&key, format!("{}: {e}", path.display()))
                         })?;
-                        compiled.insert(canonical, component.clone());
-                        component
+                        tracing::debug!(path = %path.display(), from = %origin.as_str(), elapsed = ?started.elapsed(), "component ready");
+                        compiled.insert(canonical, (component.clone(), origin));
+                        (component, origin)
                     }
                 };
                 let scope = PluginScope {
@@ -86,7 +91,7 @@ impl Gateway {
                 let plugin = host
                     .link(&component, scope)
                     .map_err(|e| config.invalid(&key, format!("{}: {e}", path.display())))?;
-                tracing::info!(tenant = %id, plugin = %name, path = %path.display(), "plugin loaded");
+                tracing::info!(tenant = %id, plugin = %name, path = %path.display(), from = %origin.as_str(), "plugin loaded");
                 plugins.insert(name.clone(), Arc::new(plugin));
             }
             let tenant = Arc::new(Tenant::new(

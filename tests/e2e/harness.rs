@@ -91,6 +91,8 @@ impl Gateway {
             .args(["serve", "--config"])
             .arg(&path)
             .env("WSGATE_LOG", "info,wsgate=debug")
+            // Compiled plugins are cached under the build directory, not the user's home.
+            .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

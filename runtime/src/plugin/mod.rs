@@ -2,6 +2,7 @@
 //! a warm pool of instances per plugin that events borrow one at a time.
 //!
 //! - `bindings`: the one `bindgen!`.
+//! - `cache`: compiled components on disk, by content hash.
 //! - `state`: what a `Store` holds (plugin scope, event scope, WASI, limits).
 //! - `host`: the host API impls (connections, log, config).
 //! - `convert`: WIT types to and from the runtime's.
@@ -13,6 +14,7 @@
 //! yields to the reactor at each tick and is interrupted past its timeout.
 
 mod bindings;
+mod cache;
 mod convert;
 mod host;
 mod output;
@@ -27,6 +29,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 pub use bindings::types::{ConnectResponse, Message};
+pub use cache::{Origin, default_dir as default_cache_dir};
 pub use convert::{message_from_ws, message_to_ws};
 pub use state::PluginScope;
 
@@ -87,12 +90,16 @@ impl PluginError {
 pub struct Host {
     engine: Engine,
     linker: Linker<HostState>,
+    cache: cache::ComponentCache,
 }
 
 impl Host {
     /// Creates the engine, with `max_wasm_stack` bytes of wasm stack per call, and
     /// starts the epoch ticker (which lives as long as the engine).
-    pub fn new(max_wasm_stack: usize) -> anyhow::Result<Host> {
+    pub fn new(
+        max_wasm_stack: usize,
+        cache_dir: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Host> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
         config.wasm_component_model(true);
@@ -118,14 +125,23 @@ impl Host {
                     thread::sleep(EPOCH_TICK);
                 }
             })?;
-        Ok(Host { engine, linker })
+        Ok(Host {
+            engine,
+            linker,
+            cache: cache::ComponentCache::new(cache_dir),
+        })
     }
 
-    /// Compiles a component. Compiling is the slow part of loading (tens of
-    /// milliseconds), so a component used by several plugins is compiled once.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
-        Component::new(&self.engine, bytes).map_err(|e| LoadError {
-            reason: format!("not a valid WebAssembly component ({e:#}); build plugins with `cargo build --target wasm32-wasip2`"),
+    /// Compiles a component, or reads it from the cache. Compiling is the slow part of
+    /// loading (tens of milliseconds), so a component used by several plugins is
+    /// compiled once, and a restart reads it back.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, Origin), LoadError> {
+        self.cache.get_or_compile(&self.engine, bytes, || {
+            Component::new(&self.engine, bytes).map_err(|e| LoadError {
+                reason: format!(
+                    "not a valid WebAssembly component ({e:#}); build plugins with `cargo build --target wasm32-wasip2`"
+                ),
+            })
         })
     }
 

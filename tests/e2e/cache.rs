@@ -1,0 +1,52 @@
+//! Compiled components are cached on disk: a restart reads them back instead of
+//! compiling, and an unusable entry is compiled again.
+
+use crate::harness::{Gateway, ask, config, plugin};
+use crate::plugins;
+
+/// First start compiles and stores; the second reads the cache; a corrupt entry is
+/// replaced by a fresh compilation and the gateway serves throughout.
+#[tokio::test]
+async fn compiled_components_are_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config(&format!(
+        "[compile]\ncache_dir = {:?}\n\n{}[tenants.demo.routes.\"/echo\"]\nplugin = \"echo\"\n",
+        dir.path(),
+        plugin("demo", "echo", plugins::ECHO, "")
+    ));
+    let loaded = |origin: &'static str| {
+        move |l: &str| l.contains("plugin loaded") && l.contains(&format!("from={origin}"))
+    };
+
+    let first = Gateway::start(&text).await;
+    first.logs.wait_for("compiled", loaded("compiled")).await;
+    drop(first);
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert!(entries[0].extension().is_some_and(|e| e == "cwasm"));
+
+    let second = Gateway::start(&text).await;
+    second
+        .logs
+        .wait_for("read from the cache", loaded("cache"))
+        .await;
+    let mut client = second.connect("/demo/echo").await;
+    assert_eq!(ask(&mut client, "warm").await, "warm");
+    drop(second);
+
+    std::fs::write(&entries[0], b"garbage").unwrap();
+    let third = Gateway::start(&text).await;
+    third
+        .logs
+        .wait_for("a warning", |l| l.contains("unusable cache entry"))
+        .await;
+    third
+        .logs
+        .wait_for("compiled again", loaded("compiled"))
+        .await;
+    let mut client = third.connect("/demo/echo").await;
+    assert_eq!(ask(&mut client, "recompiled").await, "recompiled");
+}
