@@ -1,0 +1,110 @@
+//! Closed-loop echo load: every connection sends, waits for the echo, and repeats.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::Common;
+use crate::report::{Report, histogram};
+use crate::server_stats::Window;
+
+/// Prints the number of operations done so far, once a second, to stderr.
+pub fn progress(
+    done: Arc<AtomicU64>,
+    unit: &'static str,
+    until: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        while Instant::now() < until {
+            tick.tick().await;
+            eprintln!(
+                "  {:>4.0}s  {} {unit}",
+                started.elapsed().as_secs_f64(),
+                done.load(Ordering::Relaxed)
+            );
+        }
+    })
+}
+
+/// Runs the load and reports.
+pub async fn run(common: &Common, size: usize) -> anyhow::Result<Report> {
+    let mut clients = Vec::with_capacity(common.connections);
+    for _ in 0..common.connections {
+        let (client, _) = tokio_tungstenite::connect_async(&common.url)
+            .await
+            .with_context(|| format!("connecting to {}", common.url))?;
+        clients.push(client);
+    }
+    let warm_until = Instant::now() + Duration::from_secs(1);
+    let end = warm_until + Duration::from_secs_f64(common.seconds);
+    let done = Arc::new(AtomicU64::new(0));
+    let ticker = progress(done.clone(), "msgs", end);
+    let payload = "x".repeat(size);
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let payload = payload.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut latency = histogram();
+                let (mut count, mut errors) = (0u64, 0u64);
+                loop {
+                    let sent = Instant::now();
+                    if sent >= end {
+                        break;
+                    }
+                    if client.send(Message::text(payload.clone())).await.is_err() {
+                        errors += 1;
+                        break;
+                    }
+                    match client.next().await {
+                        Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                            done.fetch_add(1, Ordering::Relaxed);
+                            if sent >= warm_until {
+                                count += 1;
+                                let _ = latency.record(sent.elapsed().as_micros().max(1) as u64);
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => {
+                            errors += 1;
+                            break;
+                        }
+                    }
+                }
+                (count, errors, latency)
+            })
+        })
+        .collect();
+    tokio::time::sleep_until(warm_until.into()).await;
+    let window = Window::start(common.pid);
+    let mut report = Report {
+        unit: "msgs",
+        count: 0,
+        bytes: 0,
+        elapsed: Duration::from_secs_f64(common.seconds),
+        errors: 0,
+        latency: histogram(),
+        server: None,
+    };
+    for task in tasks {
+        let (count, errors, latency) = task.await?;
+        report.count += count;
+        report.errors += errors;
+        report.latency.add(latency)?;
+    }
+    report.server = window.and_then(Window::finish);
+    report.bytes = report.count * size as u64;
+    ticker.abort();
+    if report.count == 0 {
+        bail!("no message came back from {}", common.url);
+    }
+    Ok(report)
+}
