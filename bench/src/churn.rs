@@ -10,8 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::Common;
 use crate::load::progress;
-use crate::report::{Report, histogram};
-use crate::server_stats::Window;
+use crate::report::{Report, collect, histogram};
 
 /// One connect, message, echo, close.
 async fn cycle(url: &str) -> anyhow::Result<()> {
@@ -57,27 +56,8 @@ pub async fn run(common: &Common) -> anyhow::Result<Report> {
             })
         })
         .collect();
-    tokio::time::sleep_until(warm_until.into()).await;
-    let window = Window::start(common.pid);
-    let mut report = Report {
-        unit: "connects",
-        count: 0,
-        bytes: 0,
-        elapsed: Duration::from_secs_f64(common.seconds),
-        errors: 0,
-        latency: histogram(),
-        server: None,
-    };
-    for task in tasks {
-        let (count, errors, latency) = task.await?;
-        report.count += count;
-        report.errors += errors;
-        report.latency.add(latency)?;
-    }
-    report.server = window.and_then(Window::finish);
+    let report = collect(tasks, "connects", common, warm_until.into()).await;
     ticker.abort();
-    if report.count == 0 {
-        bail!("no connection completed against {}", common.url);
-    }
+    let report = report?;
     Ok(report)
 }

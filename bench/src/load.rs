@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::Common;
-use crate::report::{Report, histogram};
-use crate::server_stats::Window;
+use crate::report::{Report, collect, histogram};
 
 /// Prints the number of operations done so far, once a second, to stderr.
 pub fn progress(
@@ -83,28 +82,9 @@ pub async fn run(common: &Common, size: usize) -> anyhow::Result<Report> {
             })
         })
         .collect();
-    tokio::time::sleep_until(warm_until.into()).await;
-    let window = Window::start(common.pid);
-    let mut report = Report {
-        unit: "msgs",
-        count: 0,
-        bytes: 0,
-        elapsed: Duration::from_secs_f64(common.seconds),
-        errors: 0,
-        latency: histogram(),
-        server: None,
-    };
-    for task in tasks {
-        let (count, errors, latency) = task.await?;
-        report.count += count;
-        report.errors += errors;
-        report.latency.add(latency)?;
-    }
-    report.server = window.and_then(Window::finish);
-    report.bytes = report.count * size as u64;
+    let report = collect(tasks, "msgs", common, warm_until.into()).await;
     ticker.abort();
-    if report.count == 0 {
-        bail!("no message came back from {}", common.url);
-    }
+    let mut report = report?;
+    report.bytes = report.count * size as u64;
     Ok(report)
 }

@@ -3,9 +3,14 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::Common;
-use crate::server_stats::ServerStats;
+use crate::server_stats::{ServerStats, Window};
+
+/// What each client task returns: operations counted, errors, latencies.
+pub type TaskResult = (u64, u64, Histogram<u64>);
 
 /// The figures of one run.
 pub struct Report {
@@ -64,4 +69,36 @@ impl Report {
             );
         }
     }
+}
+
+/// Waits out the warm-up, measures the server over the window, and merges what the
+/// client tasks counted into one report.
+pub async fn collect(
+    tasks: Vec<JoinHandle<TaskResult>>,
+    unit: &'static str,
+    common: &Common,
+    warm_until: Instant,
+) -> anyhow::Result<Report> {
+    tokio::time::sleep_until(warm_until).await;
+    let window = Window::start(common.pid);
+    let mut report = Report {
+        unit,
+        count: 0,
+        bytes: 0,
+        elapsed: Duration::from_secs_f64(common.seconds),
+        errors: 0,
+        latency: histogram(),
+        server: None,
+    };
+    for task in tasks {
+        let (count, errors, latency) = task.await?;
+        report.count += count;
+        report.errors += errors;
+        report.latency.add(latency)?;
+    }
+    report.server = window.and_then(Window::finish);
+    if report.count == 0 {
+        anyhow::bail!("nothing completed against {}", common.url);
+    }
+    Ok(report)
 }
