@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    raise_open_files_limit();
     let gateway = Arc::new(Gateway::new(&config)?);
     let ws = TcpListener::bind(config.listen.ws).await.with_context(|| {
         format!(
@@ -82,6 +83,15 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         signal.cancel();
     });
     wsgate::run(gateway, ws, admin, shutdown).await
+}
+
+/// Every connection is a file descriptor: raise the soft limit to the hard one, and
+/// say what the cap is, since it bounds how many clients this process can hold.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit (caps concurrent connections)"),
+        Err(err) => tracing::warn!(error = %err, "cannot read or raise the open files limit"),
+    }
 }
 
 async fn wait_for_signal() {

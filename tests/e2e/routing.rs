@@ -89,10 +89,17 @@ async fn unmatched_message_without_default_is_forbidden() {
     );
 }
 
-/// `GET /health` answers 200 `OK` on both listeners.
+/// `GET /health` answers 200 `OK` on both listeners, and start-up logs the open files
+/// limit that caps connections.
 #[tokio::test]
 async fn health_on_both_listeners() {
     let gateway = Gateway::start(&standard_config()).await;
+    gateway
+        .logs
+        .wait_for("the open files limit", |l| {
+            l.contains("open files limit") && l.contains("limit=")
+        })
+        .await;
     for addr in [gateway.ws, gateway.admin] {
         let response = reqwest::get(format!("http://{addr}/health")).await.unwrap();
         assert_eq!(response.status(), 200, "{addr}");
