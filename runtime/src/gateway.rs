@@ -146,11 +146,6 @@ impl Gateway {
         (taken < self.limits.max_connections).then_some(slot)
     }
 
-    /// Tenants by id.
-    pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
-        self.tenants.get(id)
-    }
-
     /// Every tenant.
     pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
         self.tenants.values()

@@ -240,11 +240,13 @@ impl Connection {
     /// Waits until a close is requested and takes it (socket task only).
     pub async fn close_requested(&self) -> CloseFrame {
         loop {
-            if let Some(frame) = self
-                .close_request
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
+            // A request exists only once `closing` is set: skip the lock until then.
+            if self.is_closing()
+                && let Some(frame) = self
+                    .close_request
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
             {
                 return frame;
             }

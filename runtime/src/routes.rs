@@ -88,11 +88,6 @@ impl<T> RouteTable<T> {
             params,
         })
     }
-
-    /// Every template and value, in insertion order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
-        self.routes.iter().map(|(t, v)| (t.as_str(), v))
-    }
 }
 
 /// Checks our template syntax and translates it to matchit's (`{name+}` -> `{*name}`).

@@ -1,6 +1,7 @@
 //! A tenant at run time: its routes with their plugins resolved, its limits and its own
 //! connection registry.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -82,14 +83,16 @@ impl Route {
 
     /// The route key and plugin for a message: the selection expression's value when it
     /// names a key, else `$default`. `None` when nothing handles it.
-    pub fn select(&self, message: &Message) -> Option<(String, &Arc<Plugin>)> {
+    pub fn select(&self, message: &Message) -> Option<(Cow<'static, str>, &Arc<Plugin>)> {
         if let (Some(expr), Message::Text(text)) = (&self.selection, message)
             && let Some(key) = expr.select(text)
             && let Some(plugin) = self.keys.get(&key)
         {
-            return Some((key, plugin));
+            return Some((Cow::Owned(key), plugin));
         }
-        self.default.as_ref().map(|p| (DEFAULT_KEY.to_owned(), p))
+        self.default
+            .as_ref()
+            .map(|p| (Cow::Borrowed(DEFAULT_KEY), p))
     }
 }
 

@@ -71,11 +71,15 @@ pub fn post(tenant: &Tenant, id: &str, data: Bytes, frame: FrameType) -> Result<
 pub fn close(tenant: &Tenant, id: &str, code: u16, reason: &str) -> Result<(), ApiError> {
     let connection = find(tenant, id)?;
     connection
-        .close(CloseFrame {
-            code: code.into(),
-            reason: reason.to_owned().into(),
-        })
+        .close(close_frame(code, reason))
         .map_err(|_| gone(id))
+}
+
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    CloseFrame {
+        code: code.into(),
+        reason: reason.to_owned().into(),
+    }
 }
 
 /// Reads `code` and `reason` from a DELETE's query (default 1000, ""). Codes are 1000 or
@@ -218,12 +222,6 @@ pub fn close_all(tenant: &Tenant, code: u16, reason: &str) -> usize {
         .registry
         .list(&ListFilter::default())
         .iter()
-        .filter(|c| {
-            c.close(CloseFrame {
-                code: code.into(),
-                reason: reason.to_owned().into(),
-            })
-            .is_ok()
-        })
+        .filter(|c| c.close(close_frame(code, reason)).is_ok())
         .count()
 }

@@ -88,7 +88,7 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         body,
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let replay_key = std::sync::Mutex::new(None);
+    let replay_key = std::cell::Cell::new(None);
     let caller = Caller {
         admin: &admin,
         call: &call,
@@ -111,7 +111,7 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
     };
     // A signed write that failed did not take effect: let a retry of it through.
     if !response.status().is_success()
-        && let Some(key) = replay_key.lock().unwrap_or_else(|e| e.into_inner()).take()
+        && let Some(key) = replay_key.take()
     {
         admin.auth.forget(&key);
     }
@@ -123,7 +123,7 @@ struct Caller<'a> {
     admin: &'a Admin,
     call: &'a Call,
     /// Set when a signed write is remembered against replays.
-    replay_key: &'a std::sync::Mutex<Option<String>>,
+    replay_key: &'a std::cell::Cell<Option<String>>,
 }
 
 impl Caller<'_> {
@@ -134,7 +134,7 @@ impl Caller<'_> {
             self.admin
                 .auth
                 .authenticate(&call.method, &call.uri, &call.headers, &call.body)?;
-        *self.replay_key.lock().unwrap_or_else(|e| e.into_inner()) = replay_key;
+        self.replay_key.set(replay_key);
         tenant.api_limiter.check().map_err(|_| {
             ApiError::LimitExceeded(format!(
                 "the management API rate limit of tenant {} is exceeded; retry later",
