@@ -28,7 +28,7 @@ async fn cycle(url: &str) -> anyhow::Result<()> {
 
 /// Runs the churn and reports.
 pub async fn run(common: &Common) -> anyhow::Result<Report> {
-    let warm_until = Instant::now() + Duration::from_secs(1);
+    let warm_until = Instant::now() + Duration::from_secs_f64(common.warmup);
     let end = warm_until + Duration::from_secs_f64(common.seconds);
     let done = Arc::new(AtomicU64::new(0));
     let ticker = progress(done.clone(), "connects", end);

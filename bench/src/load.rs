@@ -32,8 +32,20 @@ pub fn progress(
     })
 }
 
+/// What each connection sends.
+pub struct Shape {
+    /// Bytes of `x` per message, unless `payload` is set.
+    pub size: usize,
+    /// A fixed text to send instead (e.g. a command for a testing plugin).
+    pub payload: Option<String>,
+    /// Total messages per second over all connections; closed loop when unset. Each
+    /// connection sends on its own schedule and latency counts from the scheduled
+    /// time, so a stall is not hidden by sending less (no coordinated omission).
+    pub rate: Option<f64>,
+}
+
 /// Runs the load and reports.
-pub async fn run(common: &Common, size: usize) -> anyhow::Result<Report> {
+pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Report> {
     let mut clients = Vec::with_capacity(common.connections);
     for _ in 0..common.connections {
         let (client, _) = tokio_tungstenite::connect_async(&common.url)
@@ -41,21 +53,41 @@ pub async fn run(common: &Common, size: usize) -> anyhow::Result<Report> {
             .with_context(|| format!("connecting to {}", common.url))?;
         clients.push(client);
     }
-    let warm_until = Instant::now() + Duration::from_secs(1);
+    let warm_until = Instant::now() + Duration::from_secs_f64(common.warmup);
     let end = warm_until + Duration::from_secs_f64(common.seconds);
     let done = Arc::new(AtomicU64::new(0));
     let ticker = progress(done.clone(), "msgs", end);
-    let payload = "x".repeat(size);
+    let payload = shape
+        .payload
+        .clone()
+        .unwrap_or_else(|| "x".repeat(shape.size));
+    let size = payload.len();
+    let interval = shape
+        .rate
+        .map(|rate| Duration::from_secs_f64(common.connections as f64 / rate));
+    let connections = clients.len();
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|mut client| {
+        .enumerate()
+        .map(|(i, mut client)| {
             let payload = payload.clone();
             let done = done.clone();
             tokio::spawn(async move {
                 let mut latency = histogram();
                 let (mut count, mut errors) = (0u64, 0u64);
+                // Spread the connections' schedules over one interval.
+                let mut next = interval
+                    .map(|every| Instant::now() + every.mul_f64(i as f64 / connections as f64));
                 loop {
-                    let sent = Instant::now();
+                    let sent = match (next.as_mut(), interval) {
+                        (Some(next), Some(every)) => {
+                            tokio::time::sleep_until((*next).into()).await;
+                            let scheduled = *next;
+                            *next += every;
+                            scheduled
+                        }
+                        _ => Instant::now(),
+                    };
                     if sent >= end {
                         break;
                     }

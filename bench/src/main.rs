@@ -5,16 +5,28 @@
 //!   and repeats. Reports msgs/s, MB/s and round-trip percentiles.
 //! - `churn`: each worker connects, sends one message, reads the echo, closes, and
 //!   repeats. Reports connects/s.
+//! - `idle`: holds many idle connections and reports the server's RSS per connection.
+//! - `broadcast`: one connection's message fanned out by a plugin to all the others;
+//!   reports the time to the last delivery.
+//! - `manage`: management API `POST @connections/{id}` load over keep-alive.
+//! - `startup`: gateway start-up with many plugins, cold and warm compile cache.
 //! - `echo-server`: a raw tokio-tungstenite echo server, the practical ceiling.
+//! - `http-server`: an axum server answering 200 to every POST, the `manage` baseline.
 //!
 //! With `--pid`, the server's RSS and CPU are read from /proc over the measured window.
 //! A progress line goes to stderr every second; `--json` prints one JSON object.
 
+mod broadcast;
 mod churn;
 mod echo_server;
+mod idle;
 mod load;
+mod manage;
 mod report;
 mod server_stats;
+mod startup;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -34,9 +46,12 @@ pub struct Common {
     /// Concurrent connections (or churn workers).
     #[arg(long, default_value_t = 50)]
     pub connections: usize,
-    /// Seconds to measure, after a one-second warm-up.
+    /// Seconds to measure, after the warm-up.
     #[arg(long, default_value_t = 5.0)]
     pub seconds: f64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
     /// The server's process id, to report its RSS and CPU.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -57,14 +72,97 @@ enum Command {
         /// Message size in bytes.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Send this text instead of `size` bytes (e.g. a testing plugin's command).
+        #[arg(long)]
+        payload: Option<String>,
+        /// Total messages per second over all connections, instead of a closed loop.
+        #[arg(long)]
+        rate: Option<f64>,
     },
     /// Connect, one message, close, repeat.
     Churn {
         #[command(flatten)]
         common: Common,
     },
+    /// Hold idle connections; report the server's RSS per connection.
+    Idle {
+        /// The endpoint, e.g. ws://127.0.0.1:8080/demo/echo.
+        #[arg(long)]
+        url: String,
+        /// Connections to hold.
+        #[arg(long, default_value_t = 15_000)]
+        connections: usize,
+        /// The server's process id (required: RSS is the figure).
+        #[arg(long)]
+        pid: u32,
+        /// A name for the report.
+        #[arg(long, default_value = "idle")]
+        label: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One connection's message fanned out by a plugin to every other connection.
+    Broadcast {
+        /// A room route whose plugin relays each message to the other connections.
+        #[arg(long)]
+        url: String,
+        /// Connections in the room, the sender included.
+        #[arg(long, default_value_t = 10_001)]
+        connections: usize,
+        /// Broadcasts to time, one after another.
+        #[arg(long, default_value_t = 20)]
+        rounds: u64,
+        /// A name for the report.
+        #[arg(long, default_value = "broadcast")]
+        label: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Management API `POST @connections/{id}` load over keep-alive connections.
+    Manage {
+        /// `--url` is the management endpoint, e.g. http://127.0.0.1:9090/demo;
+        /// `--connections` is HTTP connections, each posting to a WebSocket of its own.
+        #[command(flatten)]
+        common: Common,
+        /// A route answering `{"connection_id":…}`, e.g. ws://127.0.0.1:8080/demo/connections.
+        /// Without it, posts go to made-up ids (for `http-server`).
+        #[arg(long)]
+        ws_url: Option<String>,
+        /// Bearer key of the tenant.
+        #[arg(long)]
+        bearer: Option<String>,
+        /// Bytes per posted message.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Gateway start-up with many plugins, cold then warm compile cache.
+    Startup {
+        /// The gateway binary.
+        #[arg(long, default_value = "target/release/wsgate")]
+        gateway: PathBuf,
+        /// The component to copy.
+        #[arg(long, default_value = "target/wasm32-wasip2/release/echo.wasm")]
+        plugin: PathBuf,
+        /// How many distinct plugins to configure.
+        #[arg(long, default_value_t = 50)]
+        plugins: usize,
+        /// A name for the report.
+        #[arg(long, default_value = "startup")]
+        label: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// A raw tokio-tungstenite echo server.
     EchoServer {
+        /// Address to listen on; port 0 picks one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// An axum server answering 200 to every POST: the `manage` baseline.
+    HttpServer {
         /// Address to listen on; port 0 picks one.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
@@ -74,9 +172,58 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Load { common, size } => load::run(&common, size).await?.print(&common),
+        Command::Load {
+            common,
+            size,
+            payload,
+            rate,
+        } => {
+            let shape = load::Shape {
+                size,
+                payload,
+                rate,
+            };
+            load::run(&common, &shape).await?.print(&common)
+        }
+        Command::Idle {
+            url,
+            connections,
+            pid,
+            label,
+            json,
+        } => idle::run(&url, connections, pid).await?.print(&label, json),
+        Command::Broadcast {
+            url,
+            connections,
+            rounds,
+            label,
+            json,
+        } => broadcast::run(&url, connections, rounds)
+            .await?
+            .print(&label, json),
+        Command::Manage {
+            common,
+            ws_url,
+            bearer,
+            size,
+        } => {
+            let target = manage::Target {
+                ws_url,
+                bearer,
+                size,
+            };
+            manage::run(&common, &target).await?.print(&common)
+        }
+        Command::Startup {
+            gateway,
+            plugin,
+            plugins,
+            label,
+            json,
+        } => startup::run(&gateway, &plugin, plugins)?.print(&label, json),
         Command::Churn { common } => churn::run(&common).await?.print(&common),
         Command::EchoServer { listen } => return echo_server::run(&listen).await,
+        Command::HttpServer { listen } => return manage::serve_baseline(&listen).await,
     }
     Ok(())
 }

@@ -28,6 +28,11 @@ fn sample(pid: u32) -> Option<(u64, u64)> {
     Some((ticks, rss))
 }
 
+/// The resident set size of `pid` now, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    sample(pid).map(|(_, rss)| rss)
+}
+
 /// A window over which the server is measured.
 pub struct Window {
     pid: u32,

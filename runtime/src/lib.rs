@@ -24,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod gateway;
 pub mod handshake;
+pub mod lazy_read;
 pub mod metrics;
 pub mod plugin;
 pub mod registry;

@@ -5,13 +5,14 @@
 //! tenant's connections. The socket task owns the socket; everything else (plugins, the
 //! management API) pushes into the queue or asks for a close.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
@@ -33,6 +34,63 @@ pub fn new_connection_id() -> Arc<str> {
     id.into()
 }
 
+/// Name-value string pairs (headers, parameters) in two allocations rather than two per
+/// pair: every open connection keeps its own for its whole life.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pairs {
+    /// Every name and value, back to back.
+    text: Box<str>,
+    /// Where each pair's name and value end in `text`.
+    ends: Box<[(u32, u32)]>,
+}
+
+impl Pairs {
+    /// The pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            pair
+        })
+    }
+
+    /// The pairs as owned strings.
+    pub fn to_vec(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    }
+
+    /// How many pairs there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for Pairs {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        for (name, value) in pairs {
+            text.push_str(name.as_ref());
+            let name_end = text.len() as u32;
+            text.push_str(value.as_ref());
+            ends.push((name_end, text.len() as u32));
+        }
+        Pairs {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+}
+
 /// What is known about a connection from its upgrade request; it never changes.
 #[derive(Debug, Clone)]
 pub struct ConnectionMeta {
@@ -47,11 +105,11 @@ pub struct ConnectionMeta {
     /// The request URI as sent (path and query).
     pub uri: String,
     /// Request headers, names lower-cased.
-    pub headers: Vec<(String, String)>,
+    pub headers: Pairs,
     /// Route template parameters.
-    pub path_params: Vec<(String, String)>,
+    pub path_params: Pairs,
     /// Query parameters, decoded.
-    pub query_params: Vec<(String, String)>,
+    pub query_params: Pairs,
     /// The client's IP address.
     pub source_ip: String,
     /// The client's `User-Agent`.
@@ -82,8 +140,12 @@ pub struct Connection {
     pub meta: ConnectionMeta,
     /// Last time the client sent a frame (ms since the epoch); read by get-info.
     last_active_at: AtomicU64,
-    /// Messages for the socket task to write, bounded in bytes by `queued_bytes`.
-    outbound: mpsc::UnboundedSender<Message>,
+    /// Messages for the socket task to write, bounded in bytes by `queued_bytes`. A
+    /// plain deque rather than a channel: an empty one allocates nothing, and idle
+    /// connections are most of them.
+    queue: Mutex<VecDeque<Message>>,
+    /// Wakes the socket task when `queue` gains a message.
+    queue_notify: Notify,
     /// Payload bytes queued and not yet written; a slow client cannot grow memory.
     queued_bytes: AtomicUsize,
     /// The byte budget of the queue.
@@ -103,15 +165,12 @@ pub struct Connection {
 impl Connection {
     /// A connection record and the receiving end of its outbound queue, which holds at
     /// most `queue_bytes` of payload.
-    pub fn new(
-        meta: ConnectionMeta,
-        queue_bytes: usize,
-    ) -> (Arc<Connection>, mpsc::UnboundedReceiver<Message>) {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn new(meta: ConnectionMeta, queue_bytes: usize) -> (Arc<Connection>, Outbound) {
         let connection = Connection {
             last_active_at: AtomicU64::new(meta.connected_at),
             meta,
-            outbound: tx,
+            queue: Mutex::new(VecDeque::new()),
+            queue_notify: Notify::new(),
             queued_bytes: AtomicUsize::new(0),
             max_queued_bytes: queue_bytes,
             space: Notify::new(),
@@ -120,7 +179,11 @@ impl Connection {
             close_request: Mutex::new(None),
             close_notify: Notify::new(),
         };
-        (Arc::new(connection), rx)
+        let connection = Arc::new(connection);
+        let outbound = Outbound {
+            connection: connection.clone(),
+        };
+        (connection, outbound)
     }
 
     /// The connection id.
@@ -176,11 +239,13 @@ impl Connection {
         self.queued_bytes.load(Ordering::Relaxed)
     }
 
-    fn enqueue(&self, message: Message, len: usize) -> Result<(), DeliveryError> {
-        self.outbound.send(message).map_err(|_| {
-            self.release(len);
-            DeliveryError::Gone
-        })
+    fn enqueue(&self, message: Message) -> Result<(), DeliveryError> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(message);
+        self.queue_notify.notify_one();
+        Ok(())
     }
 
     /// Queues a message without waiting.
@@ -192,7 +257,7 @@ impl Connection {
         if !self.reserve(len) {
             return Err(DeliveryError::QueueFull);
         }
-        self.enqueue(message, len)
+        self.enqueue(message)
     }
 
     /// Queues a message, waiting for room: for replies to the sender, so a client that
@@ -213,7 +278,7 @@ impl Connection {
             }
             self.space_waiters.fetch_sub(1, Ordering::AcqRel);
             if reserved {
-                return self.enqueue(message, len);
+                return self.enqueue(message);
             }
         }
     }
@@ -252,6 +317,68 @@ impl Connection {
             }
             self.close_notify.notified().await;
         }
+    }
+}
+
+/// The socket task's end of a connection's outbound queue. Dropping it (the socket task
+/// ended) marks the connection closing, so later sends answer `Gone`, and frees what is
+/// still queued.
+#[derive(Debug)]
+pub struct Outbound {
+    connection: Arc<Connection>,
+}
+
+impl Outbound {
+    /// Takes every queued message, in order, without waiting.
+    pub fn take_all(&mut self) -> VecDeque<Message> {
+        std::mem::take(
+            &mut *self
+                .connection
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+    }
+
+    /// Takes the oldest queued message, if any.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.connection
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    /// Waits for messages and takes every queued one, in order.
+    pub async fn recv_all(&mut self) -> VecDeque<Message> {
+        loop {
+            let queued = self.take_all();
+            if !queued.is_empty() {
+                return queued;
+            }
+            // `notify_one` leaves a permit when nobody waits, so a message queued
+            // between the check and this wait is not missed.
+            self.connection.queue_notify.notified().await;
+        }
+    }
+
+    /// Waits for a message and takes the oldest.
+    pub async fn recv(&mut self) -> Message {
+        loop {
+            if let Some(message) = self.try_recv() {
+                return message;
+            }
+            self.connection.queue_notify.notified().await;
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        self.connection.mark_closing();
+        let dropped = self.take_all();
+        let len = dropped.iter().map(Message::len).sum();
+        self.connection.release(len);
     }
 }
 
@@ -335,15 +462,29 @@ mod tests {
             route: "/chat/{room}".into(),
             path: path.into(),
             uri: path.into(),
-            headers: vec![],
-            path_params: vec![],
-            query_params: vec![],
+            headers: Pairs::default(),
+            path_params: Pairs::default(),
+            query_params: Pairs::default(),
             source_ip: "127.0.0.1".into(),
             user_agent: None,
             requested_subprotocols: vec![],
             subprotocol: None,
             connected_at: now_ms(),
         }
+    }
+
+    #[test]
+    fn pairs_keep_order_duplicates_and_empty_strings() {
+        let pairs: Pairs = [("a", "1"), ("", ""), ("a", "two"), ("é", "")]
+            .into_iter()
+            .collect();
+        assert_eq!(pairs.len(), 4);
+        assert_eq!(
+            pairs.iter().collect::<Vec<_>>(),
+            vec![("a", "1"), ("", ""), ("a", "two"), ("é", "")]
+        );
+        assert_eq!(pairs.to_vec()[2], ("a".to_string(), "two".to_string()));
+        assert!(Pairs::default().is_empty());
     }
 
     #[test]
@@ -387,10 +528,10 @@ mod tests {
             let conn = conn.clone();
             tokio::spawn(async move { conn.send_reply(Message::text("cd")).await })
         };
-        let first = rx.recv().await.unwrap();
+        let first = rx.recv().await;
         conn.release(first.len());
         assert_eq!(waiting.await.unwrap(), Ok(()));
-        assert_eq!(rx.recv().await.unwrap(), Message::text("cd"));
+        assert_eq!(rx.recv().await, Message::text("cd"));
     }
 
     #[tokio::test]

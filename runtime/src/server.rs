@@ -5,17 +5,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info_span, warn};
+use tracing::{Instrument, Span, debug, error, info_span, warn};
 
-use crate::gateway::Gateway;
+/// tungstenite's own read buffer per connection: the most it reads per call.
+const READ_BUFFER_BYTES: usize = 256;
+
+use crate::gateway::{ConnectionSlot, Gateway};
 use crate::handshake::{self, ReadError, Refusal, Request};
+use crate::lazy_read::LazyReadStream;
 use crate::plugin::ConnectResponse;
-use crate::registry::{Connection, ConnectionMeta, new_connection_id, now_ms};
+use crate::registry::{Connection, ConnectionMeta, Outbound, new_connection_id, now_ms};
 use crate::socket;
 use crate::tenant::{Route, Tenant};
 
@@ -30,9 +35,18 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
             Ok((stream, peer)) => {
                 let gateway = gateway.clone();
                 let shutdown = shutdown.clone();
-                tokio::spawn(
-                    handle(stream, peer, gateway, shutdown).instrument(info_span!("ws", %peer)),
-                );
+                let fut =
+                    handle(stream, peer, gateway, shutdown).instrument(info_span!("ws", %peer));
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    eprintln!(
+                        "SIZE handle future {} meta {} conn {}",
+                        std::mem::size_of_val(&fut),
+                        std::mem::size_of::<ConnectionMeta>(),
+                        std::mem::size_of::<Connection>()
+                    )
+                });
+                tokio::spawn(fut);
             }
             Err(err) => {
                 // Out of file descriptors or similar: keep serving the open connections
@@ -44,93 +58,198 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
     }
 }
 
+/// Serves one accepted TCP connection: the upgrade, then the WebSocket until it closes.
 async fn handle(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
 ) {
+    // The handshake's futures are large and short-lived, and whatever this task holds
+    // across the connection's life every idle connection pays for: so the upgrade and
+    // the socket loop are boxed, and only their small results are kept here.
+    let Some(open) = Box::pin(open(stream, peer, &gateway)).await else {
+        return;
+    };
+    let Open {
+        socket,
+        connection,
+        outbound,
+        tenant,
+        route,
+        slot,
+        span,
+    } = open;
+    Box::pin(socket::run(
+        socket, connection, outbound, &tenant, &route, shutdown,
+    ))
+    .instrument(span)
+    .await;
+    drop(slot);
+}
+
+/// An upgraded connection, ready for its socket loop.
+struct Open<'g> {
+    socket: (socket::Sink, socket::Stream),
+    connection: Arc<Connection>,
+    outbound: Outbound,
+    tenant: Arc<Tenant>,
+    route: Arc<Route>,
+    /// Held for the connection's life: it counts towards the gateway's limit.
+    slot: ConnectionSlot<'g>,
+    span: Span,
+}
+
+/// Reads and checks the upgrade request, runs `$connect` and completes the upgrade.
+async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<Open<'_>> {
+    let Accepted {
+        stream,
+        leftover,
+        tenant,
+        route,
+        meta,
+        key,
+        slot,
+    } = accept(stream, peer, gateway).await?;
+    let span = info_span!("connection", tenant = %tenant.id, route = %route.template, connection = %meta.id);
+    let (socket, connection, outbound) = upgrade(stream, leftover, &tenant, &route, meta, &key)
+        .instrument(span.clone())
+        .await?;
+    span.in_scope(|| debug!("connected"));
+    Some(Open {
+        socket,
+        connection,
+        outbound,
+        tenant,
+        route,
+        slot,
+        span,
+    })
+}
+
+/// An upgrade request that passed every check before `$connect`.
+struct Accepted<'g> {
+    stream: TcpStream,
+    /// Bytes the client sent after its request head.
+    leftover: Vec<u8>,
+    tenant: Arc<Tenant>,
+    route: Arc<Route>,
+    meta: ConnectionMeta,
+    /// The client's `Sec-WebSocket-Key`.
+    key: String,
+    /// Held for the connection's life: it counts towards the gateway's limit.
+    slot: ConnectionSlot<'g>,
+}
+
+/// Reads the request head and checks it; answers and returns `None` if it is refused.
+async fn accept(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    gateway: &Gateway,
+) -> Option<Accepted<'_>> {
     let _ = stream.set_nodelay(true);
     let limits = &gateway.limits;
     let read = handshake::read_request(&mut stream, limits.max_request_head_bytes);
     let (request, leftover) = match tokio::time::timeout(limits.handshake_timeout, read).await {
         Ok(Ok(read)) => read,
         Ok(Err(ReadError::TooLarge)) => {
-            return handshake::respond(&mut stream, &Refusal::new(431, "request head too large\n"))
-                .await;
+            handshake::respond(&mut stream, &Refusal::new(431, "request head too large\n")).await;
+            return None;
         }
         Ok(Err(ReadError::Malformed(why))) => {
-            return handshake::respond(
-                &mut stream,
-                &Refusal::new(400, format!("malformed HTTP request: {why}\n")),
-            )
-            .await;
+            let refusal = Refusal::new(400, format!("malformed HTTP request: {why}\n"));
+            handshake::respond(&mut stream, &refusal).await;
+            return None;
         }
         Ok(Err(ReadError::Io(err))) => {
-            return debug!(error = %err, "client left before its request");
+            debug!(error = %err, "client left before its request");
+            return None;
         }
-        Err(_) => return debug!("handshake timed out"),
+        Err(_) => {
+            debug!("handshake timed out");
+            return None;
+        }
     };
     if request.path() == "/health" {
-        return handshake::respond(&mut stream, &Refusal::new(200, "OK")).await;
+        handshake::respond(&mut stream, &Refusal::new(200, "OK")).await;
+        return None;
     }
     if request.uri.len() > limits.max_uri_bytes {
         gateway.metrics.refused("", 414);
-        return handshake::respond(&mut stream, &Refusal::new(414, "request URI too long\n")).await;
+        handshake::respond(&mut stream, &Refusal::new(414, "request URI too long\n")).await;
+        return None;
     }
-    let Some(_slot) = gateway.connection_slot() else {
+    let Some(slot) = gateway.connection_slot() else {
         gateway.metrics.refused("", 503);
         warn!("the gateway's connection limit is reached; refusing an upgrade");
-        return handshake::respond(
-            &mut stream,
-            &Refusal::new(503, "the gateway is at its connection limit; retry later\n"),
-        )
-        .await;
+        let refusal = Refusal::new(503, "the gateway is at its connection limit; retry later\n");
+        handshake::respond(&mut stream, &refusal).await;
+        return None;
     };
-    let (tenant, route, meta, key) = match prepare(&gateway, &request, peer) {
-        Ok(prepared) => prepared,
+    match prepare(gateway, &request, peer) {
+        Ok((tenant, route, meta, key)) => Some(Accepted {
+            stream,
+            leftover,
+            tenant,
+            route,
+            meta,
+            key,
+            slot,
+        }),
         Err((tenant, refusal)) => {
             match tenant {
                 Some(tenant) => tenant.metrics.refused(refusal.status),
                 None => gateway.metrics.refused("", refusal.status),
             }
-            return handshake::respond(&mut stream, &refusal).await;
+            handshake::respond(&mut stream, &refusal).await;
+            None
+        }
+    }
+}
+
+/// Runs `$connect`, registers the connection and completes the upgrade; answers and
+/// returns `None` if `$connect` refuses or the client leaves.
+async fn upgrade(
+    mut stream: TcpStream,
+    leftover: Vec<u8>,
+    tenant: &Tenant,
+    route: &Route,
+    meta: ConnectionMeta,
+    key: &str,
+) -> Option<((socket::Sink, socket::Stream), Arc<Connection>, Outbound)> {
+    let (meta, accept_headers) = match run_connect(route, meta).await {
+        Ok(accepted) => accepted,
+        Err(refusal) => {
+            tenant.metrics.refused(refusal.status);
+            handshake::respond(&mut stream, &refusal).await;
+            return None;
         }
     };
-    let span = info_span!("connection", tenant = %tenant.id, route = %route.template, connection = %meta.id);
-    async move {
-        let (meta, accept_headers) = match run_connect(&route, meta).await {
-            Ok(accepted) => accepted,
-            Err(refusal) => {
-                tenant.metrics.refused(refusal.status);
-                return handshake::respond(&mut stream, &refusal).await;
-            }
-        };
-        // Register before the 101 goes out: once the client sees it, peers must be able
-        // to find it (a chat's join notice, a management POST).
-        let (connection, outbound) = Connection::new(meta, tenant.limits.outbound_queue_bytes);
-        tenant.registry.insert(connection.clone());
-        let response = handshake::switching_protocols(
-            &key,
-            connection.meta.subprotocol.as_deref(),
-            &accept_headers,
-        );
-        if let Err(err) = stream.write_all(response.as_bytes()).await {
-            tenant.registry.remove(connection.id());
-            return debug!(error = %err, "client left during the upgrade");
-        }
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(tenant.limits.max_message_bytes))
-            .max_frame_size(Some(tenant.limits.frame_bytes()))
-            .read_buffer_size(4096)
-            .write_buffer_size(0);
-        let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config))
-            .await;
-        debug!("connected");
-        socket::run(ws, connection, outbound, &tenant, &route, shutdown).await;
+    // Register before the 101 goes out: once the client sees it, peers must be able
+    // to find it (a chat's join notice, a management POST).
+    let (connection, outbound) = Connection::new(meta, tenant.limits.outbound_queue_bytes);
+    tenant.registry.insert(connection.clone());
+    let response = handshake::switching_protocols(
+        key,
+        connection.meta.subprotocol.as_deref(),
+        &accept_headers,
+    );
+    if let Err(err) = stream.write_all(response.as_bytes()).await {
+        tenant.registry.remove(connection.id());
+        debug!(error = %err, "client left during the upgrade");
+        return None;
     }
-    .instrument(span)
-    .await
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(tenant.limits.max_message_bytes))
+        .max_frame_size(Some(tenant.limits.frame_bytes()))
+        // Small, because tungstenite keeps it resident for the connection's life; the
+        // stream underneath reads in large chunks held only while unread.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0);
+    let stream = LazyReadStream::new(stream);
+    let ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    Some((ws.split(), connection, outbound))
 }
 
 /// What `prepare` yields: tenant, route, the connection's facts, the client's key.
@@ -178,7 +297,7 @@ fn prepare(
     }
     let query_params = request
         .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| form_urlencoded::parse(q.as_bytes()).collect())
         .unwrap_or_default();
     let meta = ConnectionMeta {
         id: new_connection_id(),
@@ -186,8 +305,8 @@ fn prepare(
         route: route.template.clone(),
         path: path.to_owned(),
         uri: request.uri.clone(),
-        headers: request.headers.clone(),
-        path_params: matched.params,
+        headers: request.headers.iter().map(|(n, v)| (n, v)).collect(),
+        path_params: matched.params.iter().map(|(n, v)| (n, v)).collect(),
         query_params,
         source_ip: peer.ip().to_string(),
         user_agent: request.header("user-agent").map(str::to_owned),
@@ -211,8 +330,7 @@ async fn run_connect(
         return Ok((meta, Vec::new()));
     };
     let internal = || Refusal::new(500, "Internal server error\n");
-    let response = plugin
-        .on_connect(&route.template, &meta)
+    let response = Box::pin(plugin.on_connect(&route.template, &meta))
         .await
         .map_err(|err| {
             error!(plugin = %plugin.name(), kind = %err.kind(), error = %err, "$connect failed");

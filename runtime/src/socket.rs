@@ -14,13 +14,11 @@
 //! client that does not answer pings is dropped at the next ping.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -31,17 +29,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use crate::config::TenantLimits;
+use crate::lazy_read::LazyReadStream;
 use crate::plugin::{self, Plugin};
-use crate::registry::{Connection, new_connection_id};
+use crate::registry::{Connection, Outbound, new_connection_id};
 use crate::tenant::{Route, Tenant};
 
 /// How long to wait for the peer's half of a close handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Most queued messages written before one flush.
-const WRITE_BATCH: usize = 64;
 
-type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>;
-type Stream = futures_util::stream::SplitStream<WebSocketStream<TcpStream>>;
+/// The writing half of an upgraded connection.
+pub type Sink = futures_util::stream::SplitSink<WebSocketStream<LazyReadStream>, Message>;
+/// The reading half of an upgraded connection.
+pub type Stream = futures_util::stream::SplitStream<WebSocketStream<LazyReadStream>>;
 
 /// How the writer ended, when it ended first.
 enum WriteEnd {
@@ -51,8 +50,6 @@ enum WriteEnd {
     Failed,
     /// Nothing could be written for the tenant's write timeout: the client is not reading.
     SlowConsumer,
-    /// The client did not answer the previous ping.
-    DeadPeer,
 }
 
 /// How the reader ended.
@@ -62,33 +59,28 @@ enum ReadEnd {
     /// The gateway closes: the peer broke a rule, or a timer expired. This close must
     /// be sent.
     Closing(CloseFrame),
+    /// The client did not answer the previous ping.
+    DeadPeer,
     /// The socket failed without a close handshake.
     Dropped,
 }
 
 /// Serves an upgraded connection until it closes, then runs `$disconnect` and removes it.
 pub async fn run(
-    ws: WebSocketStream<TcpStream>,
+    (mut sink, mut stream): (Sink, Stream),
     connection: Arc<Connection>,
-    outbound: mpsc::UnboundedReceiver<Message>,
+    outbound: Outbound,
     tenant: &Tenant,
     route: &Route,
     shutdown: CancellationToken,
 ) {
-    let (mut sink, mut stream) = ws.split();
     let mut linger = false;
-    // Set when the gateway pings; cleared by any frame from the peer.
-    let awaiting_pong = AtomicBool::new(false);
     let (code, reason) = {
-        let reader = read_loop(&mut stream, &connection, route, tenant, &awaiting_pong);
-        let writer = write_loop(
-            &mut sink,
-            outbound,
-            &connection,
-            &tenant.limits,
-            &awaiting_pong,
-        );
-        tokio::pin!(reader, writer);
+        // Pinned where they are built: a move would make the task reserve room for
+        // each future twice, and every idle connection pays for that space.
+        let mut reader = std::pin::pin!(read_loop(&mut stream, &connection, route, tenant));
+        let mut writer =
+            std::pin::pin!(write_loop(&mut sink, outbound, &connection, &tenant.limits));
         tokio::select! {
             end = &mut reader => match end {
                 ReadEnd::PeerClosed(frame) => {
@@ -101,6 +93,11 @@ pub async fn run(
                     let _ = connection.close(frame);
                     linger = matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await, Ok(WriteEnd::Closed(_)));
                     sent
+                }
+                ReadEnd::DeadPeer => {
+                    connection.mark_closing();
+                    tenant.metrics.limit_hit("dead_peer");
+                    (1006, "no answer to ping".to_owned())
                 }
                 ReadEnd::Dropped => {
                     connection.mark_closing();
@@ -120,11 +117,6 @@ pub async fn run(
                     tenant.metrics.limit_hit("slow_consumer");
                     (1008, "slow consumer".to_owned())
                 }
-                WriteEnd::DeadPeer => {
-                    connection.mark_closing();
-                    tenant.metrics.limit_hit("dead_peer");
-                    (1006, "no answer to ping".to_owned())
-                }
                 WriteEnd::Failed => {
                     connection.mark_closing();
                     (1006, String::new())
@@ -139,13 +131,13 @@ pub async fn run(
     };
     debug!(code, reason = %reason, "closed");
     if linger && let Ok(ws) = sink.reunite(stream) {
-        lingering_close(ws.into_inner()).await;
+        Box::pin(lingering_close(ws.into_inner().into_inner())).await;
     }
 
     if let Some(plugin) = &route.disconnect
-        && let Err(err) = plugin
-            .on_disconnect(&route.template, &connection.meta.id, code, &reason)
-            .await
+        && let Err(err) =
+            Box::pin(plugin.on_disconnect(&route.template, &connection.meta.id, code, &reason))
+                .await
     {
         error!(plugin = %plugin.name(), kind = %err.kind(), error = %err, "$disconnect failed");
     }
@@ -228,17 +220,21 @@ async fn read_loop(
     connection: &Connection,
     route: &Route,
     tenant: &Tenant,
-    awaiting_pong: &AtomicBool,
 ) -> ReadEnd {
     let limits = &tenant.limits;
     let mut peer_close = None;
     let mut rate = MessageRate::new(limits);
     let expires = Instant::now() + limits.max_connection_age;
     let mut idle_until = Instant::now() + limits.idle_timeout;
-    // One timer, re-armed only when it fires early: activity just moves `idle_until`,
-    // so a message costs no timer operation.
-    let timer = tokio::time::sleep_until(idle_until.min(expires));
-    tokio::pin!(timer);
+    let mut next_ping = Instant::now() + limits.ping_interval;
+    // Set when the gateway pings; cleared by any frame from the peer.
+    let mut awaiting_pong = false;
+    // One timer for idle, age and ping, re-armed only when it fires: activity just moves
+    // `idle_until`, so a message costs no timer operation, and an idle connection
+    // carries one timer, not two.
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(
+        idle_until.min(expires).min(next_ping)
+    ));
     loop {
         let item = tokio::select! {
             biased;
@@ -253,12 +249,23 @@ async fn read_loop(
                     tenant.metrics.limit_hit("idle");
                     return closing(CloseCode::Away, "idle timeout");
                 }
-                timer.as_mut().reset(idle_until.min(expires));
+                if now >= next_ping {
+                    if awaiting_pong {
+                        debug!("no answer to the last ping: the peer is gone");
+                        return ReadEnd::DeadPeer;
+                    }
+                    awaiting_pong = true;
+                    // Pings go through the queue: the writer owns the sink. An empty
+                    // ping takes none of the byte budget.
+                    let _ = connection.send(Message::Ping(Default::default()));
+                    next_ping = now + limits.ping_interval;
+                }
+                timer.as_mut().reset(idle_until.min(expires).min(next_ping));
                 continue;
             }
         };
         let Some(item) = item else { break };
-        awaiting_pong.store(false, Ordering::Relaxed);
+        awaiting_pong = false;
         match item {
             Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
                 let now = Instant::now();
@@ -266,21 +273,21 @@ async fn read_loop(
                 connection.touch();
                 tenant.metrics.message_in();
                 let Some(rate) = rate.as_mut() else {
-                    dispatch(connection, route, tenant, message).await;
+                    Box::pin(dispatch(connection, route, tenant, message)).await;
                     continue;
                 };
                 if rate.allow(now) {
-                    dispatch(connection, route, tenant, message).await;
+                    Box::pin(dispatch(connection, route, tenant, message)).await;
                 } else if f64::from(rate.dropped) > rate.burst {
                     tenant.metrics.limit_hit("message_flood");
                     return closing(CloseCode::Policy, "message rate exceeded");
                 } else if rate.dropped == 1 {
                     // One error frame per run of drops: a flood must not be amplified.
                     tenant.metrics.limit_hit("message_rate");
-                    error_frame(
+                    Box::pin(error_frame(
                         connection,
                         "Too many requests: the connection's message rate is exceeded",
-                    )
+                    ))
                     .await;
                 }
             }
@@ -316,19 +323,15 @@ async fn read_loop(
     }
 }
 
-/// Writes queued messages, flushing once per burst, pings the peer, and sends the close
+/// Writes queued messages (pings included), flushing once per burst, and sends the close
 /// when one is asked for (after what was queued before it).
 async fn write_loop(
     sink: &mut Sink,
-    mut outbound: mpsc::UnboundedReceiver<Message>,
+    mut outbound: Outbound,
     connection: &Connection,
     limits: &TenantLimits,
-    awaiting_pong: &AtomicBool,
 ) -> WriteEnd {
     let write_timeout = limits.write_timeout;
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Each write is bounded by the write timeout: a client that reads nothing is a slow
     // consumer and is dropped rather than holding memory.
     macro_rules! write {
@@ -350,7 +353,7 @@ async fn write_loop(
         tokio::select! {
             biased;
             frame = connection.close_requested() => {
-                while let Ok(message) = outbound.try_recv() {
+                for message in outbound.take_all() {
                     let len = message.len();
                     write!(sink.feed(message));
                     connection.release(len);
@@ -358,25 +361,14 @@ async fn write_loop(
                 write!(sink.send(Message::Close(Some(frame.clone()))));
                 return WriteEnd::Closed(frame);
             }
-            message = outbound.recv() => {
-                let Some(message) = message else { return WriteEnd::Failed };
-                let len = message.len();
-                write!(sink.feed(message));
-                connection.release(len);
-                for _ in 1..WRITE_BATCH {
-                    let Ok(message) = outbound.try_recv() else { break };
+            burst = outbound.recv_all() => {
+                // The burst is bounded by the queue's byte budget.
+                for message in burst {
                     let len = message.len();
                     write!(sink.feed(message));
                     connection.release(len);
                 }
                 write!(sink.flush());
-            }
-            _ = ping.tick() => {
-                if awaiting_pong.swap(true, Ordering::Relaxed) {
-                    debug!("no answer to the last ping: the peer is gone");
-                    return WriteEnd::DeadPeer;
-                }
-                write!(sink.send(Message::Ping(Default::default())));
             }
         }
     }

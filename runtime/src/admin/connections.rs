@@ -8,7 +8,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use super::error::ApiError;
-use crate::registry::{Connection, DeliveryError, ListFilter};
+use crate::registry::{Connection, DeliveryError, ListFilter, Pairs};
 use crate::tenant::Tenant;
 
 /// How posted data becomes a frame.
@@ -117,16 +117,16 @@ pub fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-fn pairs_to_object(pairs: &[(String, String)]) -> Value {
+fn pairs_to_object(pairs: &Pairs) -> Value {
     let mut object = Map::new();
-    for (name, value) in pairs {
+    for (name, value) in pairs.iter() {
         match object.get_mut(name) {
             Some(Value::String(existing)) => {
                 existing.push_str(", ");
                 existing.push_str(value);
             }
             _ => {
-                object.insert(name.clone(), Value::String(value.clone()));
+                object.insert(name.to_owned(), Value::String(value.to_owned()));
             }
         }
     }

@@ -1,0 +1,137 @@
+//! Idle connections: open many, send nothing, and read what the server holds for them.
+//!
+//! The figure is the growth of the server's RSS divided by the connections, taken once
+//! every upgrade has completed and again after a settling second (the larger of the two
+//! counts). The kernel's TCP memory (from /proc/net/sockstat) is reported beside it: it
+//! is not in any process's RSS, but a node holding a million connections pays it too.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use crate::server_stats::rss_kib;
+
+/// Upgrades in flight at once while opening.
+const OPENING: usize = 64;
+
+/// What holding the connections cost.
+pub struct IdleReport {
+    /// Connections held.
+    pub connections: usize,
+    /// Server RSS before any connection, in KiB.
+    pub rss_before_kib: u64,
+    /// Server RSS with every connection open, in KiB.
+    pub rss_after_kib: u64,
+    /// Kernel TCP memory growth, in KiB (all sockets, both ends on this machine).
+    pub kernel_tcp_kib: u64,
+    /// How long opening them took.
+    pub open_time: Duration,
+}
+
+impl IdleReport {
+    /// Server RSS per connection, in KiB.
+    pub fn per_connection_kib(&self) -> f64 {
+        self.rss_after_kib.saturating_sub(self.rss_before_kib) as f64 / self.connections as f64
+    }
+
+    /// Prints the report.
+    pub fn print(&self, label: &str, json: bool) {
+        let per = self.per_connection_kib();
+        let connects = self.connections as f64 / self.open_time.as_secs_f64();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "label": label, "unit": "idle", "connections": self.connections,
+                    "rss_before_kib": self.rss_before_kib, "rss_after_kib": self.rss_after_kib,
+                    "per_connection_kib": per, "kernel_tcp_kib": self.kernel_tcp_kib,
+                    "connects_per_sec": connects,
+                })
+            );
+        } else {
+            println!(
+                "{label}: {} idle connections, server RSS {} → {} KiB = {per:.2} KiB per connection; \
+                 kernel TCP memory +{} KiB; opened at {connects:.0}/s",
+                self.connections, self.rss_before_kib, self.rss_after_kib, self.kernel_tcp_kib
+            );
+        }
+    }
+}
+
+/// Pages of memory the kernel's TCP stack holds, from /proc/net/sockstat.
+fn kernel_tcp_pages() -> u64 {
+    std::fs::read_to_string("/proc/net/sockstat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("TCP:"))?;
+            let mut words = line.split_whitespace();
+            words.find(|w| *w == "mem")?;
+            words.next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Opens `connections` to `url`, holds them, and measures the server `pid`.
+pub async fn run(url: &str, connections: usize, pid: u32) -> anyhow::Result<IdleReport> {
+    // This client holds as many sockets as the server does.
+    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
+    if soft < hard {
+        rlimit::Resource::NOFILE.set(hard, hard)?;
+    }
+    if (hard as usize) < connections + 100 {
+        bail!(
+            "this process may open {hard} files, too few for {connections} connections: lower --connections"
+        );
+    }
+    // One connection first, so what the server sets up once (a warm plugin instance,
+    // lazily built state) is not charged to the idle ones.
+    let (warm, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    let rss_before_kib = rss_kib(pid).context("reading the server's RSS from /proc")?;
+    let tcp_before = kernel_tcp_pages();
+    // The client's own buffers stay small, so its memory does not crowd the server's.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0);
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(connections);
+    let mut opening = FuturesUnordered::new();
+    let mut next = 0;
+    while held.len() < connections {
+        while next < connections && opening.len() < OPENING {
+            opening.push(tokio_tungstenite::connect_async_with_config(
+                url,
+                Some(config),
+                true,
+            ));
+            next += 1;
+        }
+        let (client, _) = opening
+            .next()
+            .await
+            .expect("a connection is in flight")
+            .with_context(|| format!("opening connection {} to {url}", held.len() + 1))?;
+        held.push(client);
+        if held.len() % 1000 == 0 {
+            eprintln!("  {:>6} connections open", held.len());
+        }
+    }
+    let open_time = started.elapsed();
+    let rss_open = rss_kib(pid).context("reading the server's RSS from /proc")?;
+    // Let the server finish what the upgrades started (plugin events, timers).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_settled = rss_kib(pid).context("reading the server's RSS from /proc")?;
+    let kernel_tcp_kib = kernel_tcp_pages().saturating_sub(tcp_before) * 4;
+    drop((held, warm));
+    Ok(IdleReport {
+        connections,
+        rss_before_kib,
+        rss_after_kib: rss_open.max(rss_settled),
+        kernel_tcp_kib,
+        open_time,
+    })
+}

@@ -1,0 +1,170 @@
+//! A TCP stream whose read buffer exists only while it holds unread bytes.
+//!
+//! tungstenite reads into a buffer of its own that it allocates up front and fills with
+//! zeros before every read, so its size is resident memory for every connection, idle or
+//! not (128 KiB each by default). wsgate gives it a small one (see `server.rs`) and puts
+//! this stream underneath: a read asking for little is served from a chunk read in one
+//! system call, and the chunk is freed as soon as it has been handed over. An idle
+//! connection holds no read buffer at all; a busy one still makes one system call per
+//! chunk rather than one per small read.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Bytes read from the socket at once when the caller asks for less.
+const CHUNK: usize = 16 * 1024;
+
+/// A [`TcpStream`] with a read buffer allocated on demand.
+#[derive(Debug)]
+pub struct LazyReadStream {
+    inner: TcpStream,
+    /// Bytes read from the socket and not yet handed over, from `pos` on.
+    pending: Vec<u8>,
+    pos: usize,
+}
+
+impl LazyReadStream {
+    /// Wraps a connected stream.
+    pub fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// The socket, for the close handshake's last steps. Bytes read and not handed over
+    /// are dropped: by then nothing more is parsed.
+    pub fn into_inner(self) -> TcpStream {
+        self.inner
+    }
+
+    /// Hands over what is pending; frees the chunk once it is all gone.
+    fn drain_into(&mut self, out: &mut ReadBuf<'_>) {
+        let n = out.remaining().min(self.pending.len() - self.pos);
+        out.put_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        if self.pos == self.pending.len() {
+            self.pending = Vec::new();
+            self.pos = 0;
+        }
+    }
+}
+
+impl AsyncRead for LazyReadStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.pending.len() {
+            this.drain_into(out);
+            return Poll::Ready(Ok(()));
+        }
+        if out.remaining() >= CHUNK {
+            return Pin::new(&mut this.inner).poll_read(cx, out);
+        }
+        // Allocate only once the socket has something: a connection waiting for its
+        // next message holds nothing.
+        loop {
+            ready!(this.inner.poll_read_ready(cx))?;
+            let mut chunk = Vec::with_capacity(CHUNK);
+            match this.inner.try_read_buf(&mut chunk) {
+                Ok(_) => {
+                    this.pending = chunk;
+                    this.pos = 0;
+                    // Zero bytes is the end of the stream: hand over nothing.
+                    if !this.pending.is_empty() {
+                        this.drain_into(out);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(err) => return Poll::Ready(Err(err)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for LazyReadStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (TcpStream, LazyReadStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, LazyReadStream::new(server))
+    }
+
+    #[tokio::test]
+    async fn small_reads_are_served_from_one_chunk_that_is_then_freed() {
+        let (mut client, mut stream) = pair().await;
+        let sent: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        client.write_all(&sent).await.unwrap();
+        let mut got = Vec::new();
+        let mut small = [0u8; 64];
+        while got.len() < sent.len() {
+            let n = stream.read(&mut small).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, sent);
+        assert_eq!(
+            stream.pending.capacity(),
+            0,
+            "the chunk is freed once drained"
+        );
+    }
+
+    #[tokio::test]
+    async fn large_reads_bypass_the_chunk_and_the_end_is_seen() {
+        let (mut client, mut stream) = pair().await;
+        client.write_all(b"hello").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut big = vec![0u8; CHUNK];
+        let n = stream.read(&mut big).await.unwrap();
+        assert_eq!(&big[..n], b"hello");
+        assert_eq!(stream.pending.capacity(), 0);
+        let mut small = [0u8; 8];
+        assert_eq!(stream.read(&mut small).await.unwrap(), 0);
+    }
+}
