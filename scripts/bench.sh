@@ -1,22 +1,44 @@
 #!/usr/bin/env bash
-# Runs the benchmark scenarios against three servers started here, side by side in one
+# Runs every benchmark scenario against the servers it starts here, side by side in one
 # run: the raw tokio-tungstenite echo (the ceiling), Node.js `ws` (what teams would pick
-# instead) and wsgate with the echo plugin. Writes bench/RESULTS.md.
+# instead) and wsgate (bench/wsgate.toml). Writes bench/RESULTS.md, bench/results.svg and
+# the table in README.md.
 #
-#   scripts/bench.sh                 # 5 s per measurement
-#   BENCH_SECONDS=1 scripts/bench.sh # a quick smoke
+#   scripts/bench.sh                  # the full run: 5 s per measurement, release build
+#   BENCH_SECONDS=2 scripts/bench.sh  # shorter measurements
+#   scripts/bench.sh --smoke          # seconds, small sizes, debug build, results under
+#                                     # target/bench-smoke: proves every scenario runs
 #
-# Scenarios: S1 echo 64 B over 100 connections; S2 echo 16 KiB over 50 connections;
-# S3 connect, one message, close, over 50 workers.
+# Scenarios (bench/README.md says what each measures and why):
+#   S1 echo 64 B, 100 connections     S5 broadcast to 10,000 connections in a room
+#   S2 echo 16 KiB, 50 connections    S6 management POST @connections, keep-alive
+#   S3 connect/message/close churn    S7 tenant A's echo p99 while tenant B burns CPU
+#   S4 RSS per idle connection, 15k   S8 start-up with 50 plugins, cold and warm cache
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${BENCH_SECONDS:-5}
+
+smoke=false
+[ "${1:-}" = "--smoke" ] && smoke=true
+if $smoke; then
+    seconds=0.5 warmup=0.2 idle=500 room=201 rounds=3 plugins=5
+    profile=debug out=target/bench-smoke
+    cargo_profile=()
+else
+    seconds=${BENCH_SECONDS:-5} warmup=1 idle=15000 room=10001 rounds=20 plugins=50
+    profile=release out=bench
+    cargo_profile=(--release)
+fi
+mkdir -p "$out"
 
 scripts/build-plugins.sh
-cargo build --release -p wsgate -p wsgate-bench
+cargo build "${cargo_profile[@]}" -p wsgate -p wsgate-bench
 if [ ! -d bench/node/node_modules/ws ]; then
     npm ci --prefix bench/node --no-audit --no-fund --silent
 fi
+bench=target/$profile/wsgate-bench
+gateway=target/$profile/wsgate
+# The servers and the client hold up to 15,000 sockets each.
+ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d)
 pids=()
@@ -26,15 +48,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts a server; waits (boundedly) for its `listening ws=ADDR` line.
+# Starts a server; waits (boundedly) for its `listening KIND=ADDR` line, the last it
+# prints. Each `listening X=ADDR` line's address lands in $work/NAME.X.
 start() {
-    local name=$1; shift
+    local name=$1 kind=$2; shift 2
     "$@" > "$work/$name.out" 2> "$work/$name.err" &
     pids+=($!)
     echo $! > "$work/$name.pid"
-    for _ in $(seq 1 500); do
-        if grep -q "listening ws=" "$work/$name.out"; then
-            sed -n 's/^listening ws=//p' "$work/$name.out" | head -1 > "$work/$name.addr"
+    for _ in $(seq 1 1500); do
+        if grep -q "listening $kind=" "$work/$name.out"; then
+            sed -n 's/^listening \([a-z]*\)=\(.*\)/\1 \2/p' "$work/$name.out" |
+                while read -r what addr; do echo "$addr" > "$work/$name.$what"; done
             return
         fi
         sleep 0.02
@@ -43,57 +67,75 @@ start() {
     cat "$work/$name.err" >&2
     exit 1
 }
-
-start raw target/release/wsgate-bench echo-server
-start node node bench/node/echo.js
-start wsgate target/release/wsgate serve --config bench/wsgate.toml
-
+stop() {
+    kill "$(cat "$work/$1.pid")" 2>/dev/null || true
+    wait "$(cat "$work/$1.pid")" 2>/dev/null || true
+}
+start_all() {
+    start raw ws "$bench" echo-server
+    start node ws node bench/node/echo.js
+    start wsgate admin "$gateway" serve --config bench/wsgate.toml
+}
 url() {
     case $1 in
-        wsgate) echo "ws://$(cat "$work/wsgate.addr")/bench/echo" ;;
-        *) echo "ws://$(cat "$work/$1.addr")/" ;;
+        wsgate) echo "ws://$(cat "$work/wsgate.ws")/bench/echo" ;;
+        *) echo "ws://$(cat "$work/$1.ws")/" ;;
     esac
 }
+pid() { cat "$work/$1.pid"; }
 
-results=bench/results.jsonl
+results=$out/results.jsonl
 : > "$results"
-run() {
-    local scenario=$1 server=$2; shift 2
-    echo "bench: $scenario on $server" >&2
-    target/release/wsgate-bench "$@" --url "$(url "$server")" --seconds "$seconds" \
-        --pid "$(cat "$work/$server.pid")" --label "$scenario $server" --json >> "$results"
+timed() { # timed LABEL SERVER SUBCOMMAND ARGS...: a load-style measurement of SERVER
+    local label=$1 server=$2; shift 2
+    echo "bench: $label" >&2
+    "$bench" "$@" --seconds "$seconds" --warmup "$warmup" --pid "$(pid "$server")" \
+        --label "$label" --json >> "$results"
 }
-for server in raw node wsgate; do run S1 "$server" load --connections 100 --size 64; done
-for server in raw node wsgate; do run S2 "$server" load --connections 50 --size 16384; done
-for server in raw node wsgate; do run S3 "$server" churn --connections 50; done
 
-python3 - "$results" "$seconds" > bench/RESULTS.md <<'PY'
-import json, os, platform, subprocess, sys, datetime
-rows = [json.loads(line) for line in open(sys.argv[1])]
-by = {r["label"]: r for r in rows}
-def version(cmd):
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
-    except Exception:
-        return "unknown"
-print("# Benchmark results\n")
-print(f"Produced by `scripts/bench.sh` on {datetime.date.today()}, {sys.argv[2]} s per measurement, "
-      f"on {os.cpu_count()} cores ({platform.machine()}), {version(['rustc', '--version'])}, node {version(['node', '--version'])}. "
-      "All servers and the load client share this machine; compare ratios, not absolute numbers.\n")
-print("| scenario | server | rate | MB/s | p50 µs | p99 µs | server RSS KiB | server CPU | vs raw | vs node |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for scenario in ["S1", "S2", "S3"]:
-    raw = by.get(f"{scenario} raw"); node = by.get(f"{scenario} node")
-    for server in ["raw", "node", "wsgate"]:
-        r = by.get(f"{scenario} {server}")
-        if not r:
-            continue
-        s = r.get("server", {})
-        ratio = lambda base: f"{r['per_sec'] / base['per_sec']:.2f}x" if base else "-"
-        print(f"| {scenario} | {server} | {r['per_sec']:.0f} {r['unit']}/s | {r['mb_per_sec']:.1f} | "
-              f"{r['latency_us']['p50']} | {r['latency_us']['p99']} | {s.get('rss_kib', '-')} | "
-              f"{s.get('cpu_percent', 0):.0f}% | {ratio(raw)} | {ratio(node)} |")
-print("\nS1: echo 64 B, 100 connections, closed loop. S2: echo 16 KiB, 50 connections. "
-      "S3: connect, one message, close, 50 workers. Latency is per message (S1, S2) or per cycle (S3).")
-PY
-cat bench/RESULTS.md
+# S4 first, on fresh processes, so earlier load has not grown their heaps.
+start_all
+for server in raw node wsgate; do
+    echo "bench: S4 on $server" >&2
+    "$bench" idle --url "$(url "$server")" --connections "$idle" --pid "$(pid "$server")" \
+        --label "S4 $server" --json >> "$results"
+done
+
+for server in raw node wsgate; do timed "S1 $server" "$server" load --url "$(url "$server")" --connections 100 --size 64; done
+for server in raw node wsgate; do timed "S2 $server" "$server" load --url "$(url "$server")" --connections 50 --size 16384; done
+for server in raw node wsgate; do timed "S3 $server" "$server" churn --url "$(url "$server")" --connections 50; done
+
+# S5: the fan-out plugin, once with the broadcast host call and once calling `send` per
+# recipient (the baseline).
+ws=$(cat "$work/wsgate.ws")
+for variant in room room-each; do
+    echo "bench: S5 $variant" >&2
+    "$bench" broadcast --url "ws://$ws/bench/$variant/s5" --connections "$room" --rounds "$rounds" \
+        --label "S5 $variant" --json >> "$results"
+done
+
+# S6: the management API against an HTTP server that does nothing but answer.
+start http http "$bench" http-server
+timed "S6 http" http manage --url "http://$(cat "$work/http.http")/bench" --connections 16 --size 64
+timed "S6 wsgate" wsgate manage --url "http://$(cat "$work/wsgate.admin")/bench" --connections 16 --size 64 \
+    --ws-url "ws://$ws/bench/id" --bearer bench-key
+stop http
+
+# S7: tenant bench's echo, closed loop over 10 connections, quiet, then while tenant
+# noisy's plugin spins for its whole time limit on every message. (Closed loop: with a
+# fixed rate the client's 1 ms timer granularity would pad both runs' latency alike.)
+s7=(load --url "ws://$ws/bench/echo" --connections 10 --size 64)
+timed "S7 quiet" wsgate "${s7[@]}"
+"$bench" load --url "ws://$ws/noisy/burn" --payload loop --connections 4 \
+    --seconds "$(python3 -c "print($seconds + $warmup + 2)")" --warmup 0 --json > "$work/burn.json" 2> /dev/null &
+burner=$!
+timed "S7 noisy" wsgate "${s7[@]}"
+wait "$burner" || true
+
+# S8: start-up with many plugins; the servers above are stopped so it has the cores.
+for server in raw node wsgate; do stop "$server"; done
+echo "bench: S8" >&2
+"$bench" startup --gateway "$gateway" --plugin target/wasm32-wasip2/release/echo.wasm \
+    --plugins "$plugins" --label S8 --json >> "$results"
+
+python3 bench/report.py "$results" "$out" "$seconds" $($smoke && echo --smoke)

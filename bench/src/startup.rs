@@ -78,7 +78,7 @@ fn time_start(gateway: &Path, config: &Path) -> anyhow::Result<Duration> {
     let mut child = Command::new(gateway)
         .args(["serve", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn")
+        .env("WSGATE_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

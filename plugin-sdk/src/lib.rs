@@ -255,6 +255,30 @@ pub mod connections {
             path: Some(path.to_owned()),
         })
     }
+
+    /// Queues `message` for every open connection matching `filter` but `except`, in one
+    /// host call however many there are; returns how many it was queued for. Full or
+    /// closing connections are skipped. Far cheaper than [`list`] and one [`send`] each.
+    pub fn broadcast(
+        filter: &ListFilter,
+        message: &Message,
+        except: Option<&str>,
+    ) -> Result<u32, HostError> {
+        host::broadcast(filter, message, except)
+    }
+
+    /// [`broadcast`] to the connections whose request path is exactly `path` (a room).
+    pub fn broadcast_path(
+        path: &str,
+        message: &Message,
+        except: Option<&str>,
+    ) -> Result<u32, HostError> {
+        let filter = ListFilter {
+            route: None,
+            path: Some(path.to_owned()),
+        };
+        host::broadcast(&filter, message, except)
+    }
 }
 
 /// Writes to the gateway's log, tagged with tenant, route, plugin and connection.

@@ -126,6 +126,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts `n` things a limit of `tenant` refused at once (a broadcast's full queues).
+    pub fn limit_hits(&self, tenant: &str, limit: &'static str, n: u64) {
+        self.limits
+            .get_or_create(&LimitLabels {
+                tenant: tenant.to_owned(),
+                limit,
+            })
+            .inc_by(n);
+    }
+
     /// Counts an upgrade refused with `status` (before a tenant is known: tenant "").
     pub fn refused(&self, tenant: &str, status: u16) {
         self.refused

@@ -6,6 +6,7 @@ mod harness;
 mod admin_api;
 mod auth;
 mod aws_sdk;
+mod broadcast;
 mod cache;
 mod chat;
 mod cli;

@@ -16,6 +16,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("PANIC", "test-panic", "test_panic"),
     ("PROBE", "test-probe", "test_probe"),
     ("HOSTILE", "test-hostile", "test_hostile"),
+    ("FANOUT", "test-fanout", "test_fanout"),
 ];
 
 fn main() {

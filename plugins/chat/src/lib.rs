@@ -21,21 +21,10 @@ fn room(info: &ConnectionInfo) -> &str {
     info.path_param("room").unwrap_or("")
 }
 
-/// Sends `message` to everyone on `path` but `except`. A peer that left meanwhile is
-/// skipped: `gone` is the normal race of a room, not an error.
+/// Sends `message` to everyone on `path` but `except`, in one host call.
 fn broadcast(path: &str, except: &str, message: &Message) {
-    let peers = match connections::list_path(path) {
-        Ok(peers) => peers,
-        Err(err) => {
-            log::warn(&format!("chat: cannot list room {path}: {err:?}"));
-            return;
-        }
-    };
-    for peer in peers.iter().filter(|peer| peer.as_str() != except) {
-        match connections::send(peer, message) {
-            Ok(()) | Err(wsgate_sdk::HostError::Gone) => {}
-            Err(err) => log::warn(&format!("chat: send to {peer} failed: {err:?}")),
-        }
+    if let Err(err) = connections::broadcast_path(path, message, Some(except)) {
+        log::warn(&format!("chat: cannot broadcast to {path}: {err:?}"));
     }
 }
 

@@ -100,6 +100,45 @@ impl connections::Host for HostState {
             .collect();
         Ok(Ok(ids))
     }
+
+    fn broadcast(
+        &mut self,
+        filter: types::ListFilter,
+        message: Message,
+        except: Option<String>,
+    ) -> wasmtime::Result<Result<u32, HostError>> {
+        self.host_call()?;
+        if self.scope.access == Access::OwnConnection {
+            return Ok(Err(HostError::Forbidden));
+        }
+        // Converted once: each recipient's copy shares the payload (`Bytes`).
+        let message = convert::message_to_ws(message);
+        if message.len() > self.scope.max_message_bytes {
+            return Ok(Err(HostError::PayloadTooLarge));
+        }
+        let filter = ListFilter {
+            route: filter.route,
+            path: filter.path,
+        };
+        let mut queued = 0u32;
+        let mut full = 0u64;
+        for connection in self.scope.registry.list(&filter) {
+            if except.as_deref() == Some(connection.id()) {
+                continue;
+            }
+            match connection.send(message.clone()) {
+                Ok(()) => queued += 1,
+                Err(DeliveryError::QueueFull) => full += 1,
+                Err(DeliveryError::Gone) => {}
+            }
+        }
+        if full > 0 {
+            self.scope
+                .metrics
+                .limit_hits(&self.scope.tenant, "queue_full", full);
+        }
+        Ok(Ok(queued))
+    }
 }
 
 impl log::Host for HostState {
@@ -296,6 +335,60 @@ mod tests {
                 path: None
             })
             .unwrap(),
+            Err(HostError::Forbidden)
+        );
+    }
+
+    #[test]
+    fn broadcast_reaches_the_filter_but_the_exception_and_skips_full_queues() {
+        let registry = Arc::new(LocalRegistry::default());
+        let on = |path: &str, queue| {
+            let mut meta = meta("t");
+            meta.path = path.into();
+            let (connection, rx) = Connection::new(meta, queue);
+            registry.insert(connection.clone());
+            (connection, rx)
+        };
+        let (sender, mut sender_rx) = on("/room/a", 8);
+        let (_peer, mut peer_rx) = on("/room/a", 8);
+        let (full, _full_rx) = on("/room/a", 8);
+        let (_other, mut other_rx) = on("/room/b", 8);
+        assert_eq!(full.send(WsMessage::text("12345678")), Ok(()));
+        let mut host = state(registry.clone(), Access::Tenant, sender.id());
+        let room = || types::ListFilter {
+            route: None,
+            path: Some("/room/a".into()),
+        };
+
+        let queued = host.broadcast(room(), Message::Text("hi".into()), Some(sender.id().into()));
+        assert_eq!(
+            queued.unwrap(),
+            Ok(1),
+            "the peer only: not the sender, not the full queue"
+        );
+        assert_eq!(peer_rx.try_recv(), Some(WsMessage::text("hi")));
+        assert_eq!(sender_rx.try_recv(), None);
+        assert_eq!(other_rx.try_recv(), None);
+
+        let everyone = types::ListFilter {
+            route: None,
+            path: None,
+        };
+        assert_eq!(
+            host.broadcast(everyone, Message::Binary(vec![1]), None)
+                .unwrap(),
+            Ok(3)
+        );
+        assert_eq!(
+            host.broadcast(room(), Message::Binary(vec![0; 9]), None)
+                .unwrap(),
+            Err(HostError::PayloadTooLarge)
+        );
+        let mut confined = state(registry, Access::OwnConnection, sender.id());
+        assert_eq!(
+            confined
+                .broadcast(room(), Message::Text("x".into()), None)
+                .unwrap(),
             Err(HostError::Forbidden)
         );
     }

@@ -1,0 +1,219 @@
+"""Turns scripts/bench.sh's results.jsonl into RESULTS.md, results.svg and README's table.
+
+    python3 bench/report.py RESULTS_JSONL OUT_DIR SECONDS [--smoke]
+
+With --smoke it checks that every scenario produced figures (exit 1 if not) and leaves
+README.md alone.
+"""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+EXPECTED = [
+    "S1 raw", "S1 node", "S1 wsgate", "S2 raw", "S2 node", "S2 wsgate",
+    "S3 raw", "S3 node", "S3 wsgate", "S4 raw", "S4 node", "S4 wsgate",
+    "S5 room", "S5 room-each", "S6 http", "S6 wsgate", "S7 quiet", "S7 noisy", "S8",
+]
+SERVERS = ["raw", "node", "wsgate"]
+
+
+def version(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "unknown"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def verdict(ok):
+    return "met" if ok else "**missed**"
+
+
+def tables(by, seconds):
+    out = []
+    w = out.append
+    w("# Benchmark results\n")
+    w(f"Produced by `scripts/bench.sh` on {datetime.date.today()}, {seconds} s per timed measurement, "
+      f"on {os.cpu_count()} cores ({platform.machine()}), {version(['rustc', '--version'])}, "
+      f"node {version(['node', '--version'])}. All servers and the load client share this machine: "
+      "compare ratios, not absolute numbers. `raw` is a tokio-tungstenite echo server without Wasm "
+      "(the ceiling), `node` is Node.js `ws`, `wsgate` runs the echo plugin (bench/wsgate.toml).\n")
+
+    s1w, s1r, s1n = by["S1 wsgate"], by["S1 raw"], by["S1 node"]
+    s2w, s2r = by["S2 wsgate"], by["S2 raw"]
+    s3w, s3r, s3n = by["S3 wsgate"], by["S3 raw"], by["S3 node"]
+    s4w = by["S4 wsgate"]
+    s5, s5each = by["S5 room"], by["S5 room-each"]
+    s6w, s6h = by["S6 wsgate"], by["S6 http"]
+    s7q, s7n = by["S7 quiet"], by["S7 noisy"]
+    s8 = by["S8"]
+    p99 = lambda r: r["latency_us"]["p99"]
+    w("## Targets\n")
+    w("| scenario | target | measured | |")
+    w("|---|---|---|---|")
+    rows = [
+        ("S1 echo 64 B", "≥ 0.95× raw", f"{s1w['per_sec'] / s1r['per_sec']:.2f}× raw", s1w["per_sec"] >= 0.95 * s1r["per_sec"]),
+        ("S1 echo 64 B", "≥ 1.2× Node", f"{s1w['per_sec'] / s1n['per_sec']:.2f}× Node", s1w["per_sec"] >= 1.2 * s1n["per_sec"]),
+        ("S1 latency", "p99 ≤ 1.5× raw", f"{p99(s1w) / p99(s1r):.2f}× raw", p99(s1w) <= 1.5 * p99(s1r)),
+        ("S2 echo 16 KiB", "≥ 0.9× raw MB/s", f"{s2w['mb_per_sec'] / s2r['mb_per_sec']:.2f}× raw", s2w["mb_per_sec"] >= 0.9 * s2r["mb_per_sec"]),
+        ("S3 churn", "≥ 0.8× raw", f"{s3w['per_sec'] / s3r['per_sec']:.2f}× raw", s3w["per_sec"] >= 0.8 * s3r["per_sec"]),
+        ("S3 churn", "≥ 1.0× Node", f"{s3w['per_sec'] / s3n['per_sec']:.2f}× Node", s3w["per_sec"] >= s3n["per_sec"]),
+        ("S4 idle", "≤ 5 KiB per connection", f"{s4w['per_connection_kib']:.2f} KiB at {s4w['connections']}", s4w["per_connection_kib"] <= 5),
+        ("S5 broadcast", "last delivery ≤ 20 ms", f"p50 {s5['last_delivery_us']['p50'] / 1e3:.1f} ms, p99 {s5['last_delivery_us']['p99'] / 1e3:.1f} ms to {s5['receivers']}", s5["last_delivery_us"]["p99"] <= 20_000),
+        ("S6 management POST", "≥ 20k/s", f"{s6w['per_sec']:.0f}/s", s6w["per_sec"] >= 20_000),
+        ("S6 management POST", "p99 ≤ 5 ms", f"{p99(s6w) / 1e3:.2f} ms", p99(s6w) <= 5_000),
+        ("S7 noisy neighbour", "p99 ≤ 2× quiet", f"{p99(s7n) / p99(s7q):.2f}× quiet", p99(s7n) <= 2 * p99(s7q)),
+        ("S8 start-up, cold", "≤ 2 s", f"{s8['cold_s']:.2f} s with {s8['plugins']} plugins", s8["cold_s"] <= 2),
+        ("S8 start-up, warm", "≤ 0.3 s", f"{s8['warm_s']:.3f} s", s8["warm_s"] <= 0.3),
+    ]
+    for name, target, measured, ok in rows:
+        w(f"| {name} | {target} | {measured} | {verdict(ok)} |")
+
+    w("\n## S1–S3: echo and churn\n")
+    w("S1: echo 64 B, 100 connections, closed loop. S2: echo 16 KiB, 50 connections. "
+      "S3: connect, one message, close, 50 workers. Latency is per message (S1, S2) or per cycle (S3).\n")
+    w("| scenario | server | rate | MB/s | p50 µs | p99 µs | p99.9 µs | server RSS KiB | server CPU | vs raw | vs node |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for scenario in ["S1", "S2", "S3"]:
+        raw, node = by[f"{scenario} raw"], by[f"{scenario} node"]
+        for server in SERVERS:
+            r = by[f"{scenario} {server}"]
+            s = r.get("server", {})
+            lat = r["latency_us"]
+            w(f"| {scenario} | {server} | {r['per_sec']:.0f} {r['unit']}/s | {r['mb_per_sec']:.1f} | "
+              f"{lat['p50']} | {lat['p99']} | {lat['p999']} | {s.get('rss_kib', '-')} | {s.get('cpu_percent', 0):.0f}% | "
+              f"{ratio(r['per_sec'], raw['per_sec'])} | {ratio(r['per_sec'], node['per_sec'])} |")
+
+    w("\n## S4: idle connections\n")
+    w("Server RSS growth from one open connection to all of them, divided by their number. "
+      "Kernel TCP memory is for both ends (client and server run here).\n")
+    w("| server | connections | RSS before KiB | RSS after KiB | KiB per connection | kernel TCP KiB | vs raw | vs node |")
+    w("|---|---|---|---|---|---|---|---|")
+    for server in SERVERS:
+        r = by[f"S4 {server}"]
+        w(f"| {server} | {r['connections']} | {r['rss_before_kib']} | {r['rss_after_kib']} | "
+          f"{r['per_connection_kib']:.2f} | {r['kernel_tcp_kib']} | "
+          f"{ratio(r['per_connection_kib'], by['S4 raw']['per_connection_kib'])} | "
+          f"{ratio(r['per_connection_kib'], by['S4 node']['per_connection_kib'])} |")
+
+    w("\n## S5: broadcast from a plugin\n")
+    w("One connection's message is fanned out by the plugin to every other connection in the room; "
+      "the time runs from the send to the last delivery, read by the client. `room` uses the "
+      "`broadcast` host call; `room-each` (the baseline) lists the room and calls `send` per recipient.\n")
+    w("| variant | receivers | rounds | last p50 ms | last p99 ms | last max ms | first p50 ms | vs room-each |")
+    w("|---|---|---|---|---|---|---|---|")
+    for label in ["S5 room", "S5 room-each"]:
+        r = by[label]
+        last = r["last_delivery_us"]
+        w(f"| {label[3:]} | {r['receivers']} | {r['rounds']} | {last['p50'] / 1e3:.2f} | {last['p99'] / 1e3:.2f} | "
+          f"{last['max'] / 1e3:.2f} | {r['first_delivery_us']['p50'] / 1e3:.2f} | "
+          f"{ratio(last['p50'], s5each['last_delivery_us']['p50'])} |")
+
+    w("\n## S6: management API\n")
+    w("`POST /{tenant}/@connections/{id}` with a bearer key over 16 keep-alive connections, each "
+      "posting 64 B to a WebSocket of its own. `http` (the baseline) is an axum server that "
+      "answers 200 to every POST without doing anything.\n")
+    w("| server | requests/s | p50 µs | p99 µs | p99.9 µs | errors | vs http |")
+    w("|---|---|---|---|---|---|---|")
+    for label in ["S6 http", "S6 wsgate"]:
+        r = by[label]
+        lat = r["latency_us"]
+        w(f"| {label[3:]} | {r['per_sec']:.0f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | {r['errors']} | "
+          f"{ratio(r['per_sec'], s6h['per_sec'])} |")
+
+    w("\n## S7: noisy neighbour\n")
+    w("Tenant `bench`'s echo, closed loop over 10 connections, first alone, then while tenant "
+      "`noisy`'s plugin spins for its whole 100 ms time limit on every message from 4 connections "
+      "(its events are capped at one core by `max_concurrent_events`).\n")
+    w("| run | rate | p50 µs | p99 µs | p99.9 µs | server CPU | p99 vs quiet |")
+    w("|---|---|---|---|---|---|---|")
+    for label in ["S7 quiet", "S7 noisy"]:
+        r = by[label]
+        lat = r["latency_us"]
+        w(f"| {label[3:]} | {r['per_sec']:.0f} msgs/s | {lat['p50']} | {lat['p99']} | {lat['p999']} | "
+          f"{r.get('server', {}).get('cpu_percent', 0):.0f}% | {ratio(lat['p99'], p99(s7q))} |")
+
+    w("\n## S8: start-up\n")
+    w(f"The gateway started with {s8['plugins']} distinct plugins (copies of echo with a custom section "
+      "each, so each compiles on its own), timed to its `listening` line: first with an empty compile "
+      "cache, then the fastest of three starts with the cache filled.\n")
+    w("| plugins | cold s | warm s | cold / warm |")
+    w("|---|---|---|---|")
+    w(f"| {s8['plugins']} | {s8['cold_s']:.3f} | {s8['warm_s']:.3f} | {s8['cold_over_warm']:.1f}x |")
+    return "\n".join(out) + "\n"
+
+
+def svg(by):
+    """Two panels of grouped bars: S1–S3 rate and p99, each relative to raw."""
+    width, height, top, panel_h = 720, 300, 40, 200
+    colors = {"raw": "#888888", "node": "#3c873a", "wsgate": "#2f6fd6"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>']
+    panels = [("throughput vs raw (higher is better)", lambda r: r["per_sec"]),
+              ("p99 latency vs raw (lower is better)", lambda r: r["latency_us"]["p99"])]
+    for i, (title, value) in enumerate(panels):
+        x0 = 40 + i * (width // 2)
+        parts.append(f'<text x="{x0}" y="20" font-weight="bold">{title}</text>')
+        ratios = {(s, v): value(by[f"{s} {v}"]) / value(by[f"{s} raw"]) for s in ["S1", "S2", "S3"] for v in SERVERS}
+        top_ratio = max(2.0, max(ratios.values()) * 1.1)
+        base = top + panel_h
+        parts.append(f'<line x1="{x0}" y1="{base}" x2="{x0 + 300}" y2="{base}" stroke="black"/>')
+        one = base - panel_h / top_ratio
+        parts.append(f'<line x1="{x0}" y1="{one:.1f}" x2="{x0 + 300}" y2="{one:.1f}" stroke="#bbb" stroke-dasharray="4"/>')
+        parts.append(f'<text x="{x0 - 30}" y="{one + 4:.1f}">1.0×</text>')
+        for g, scenario in enumerate(["S1", "S2", "S3"]):
+            gx = x0 + 10 + g * 100
+            for b, server in enumerate(SERVERS):
+                r = ratios[(scenario, server)]
+                h = panel_h * r / top_ratio
+                bx = gx + b * 26
+                parts.append(f'<rect x="{bx}" y="{base - h:.1f}" width="22" height="{h:.1f}" fill="{colors[server]}"/>')
+                parts.append(f'<text x="{bx + 11}" y="{base - h - 3:.1f}" text-anchor="middle" font-size="10">{r:.2f}</text>')
+            parts.append(f'<text x="{gx + 36}" y="{base + 16}" text-anchor="middle">{scenario}</text>')
+    for k, server in enumerate(SERVERS):
+        lx = 40 + k * 110
+        parts.append(f'<rect x="{lx}" y="{height - 28}" width="12" height="12" fill="{colors[server]}"/>')
+        parts.append(f'<text x="{lx + 16}" y="{height - 18}">{server}</text>')
+    parts.append(f'<text x="{width - 10}" y="{height - 18}" text-anchor="end" fill="#666">'
+                 'S1 echo 64 B · S2 echo 16 KiB · S3 churn — scripts/bench.sh</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def main():
+    results, out_dir, seconds = sys.argv[1], sys.argv[2], sys.argv[3]
+    smoke = "--smoke" in sys.argv[4:]
+    by = {}
+    for line in open(results):
+        row = json.loads(line)
+        by[row["label"]] = row
+    missing = [label for label in EXPECTED if label not in by]
+    if missing:
+        sys.exit(f"bench: no figures for {', '.join(missing)}; the log above says why")
+    text = tables(by, seconds)
+    with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "results.svg"), "w") as f:
+        f.write(svg(by))
+    if not smoke:
+        readme = open("README.md").read()
+        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+        if start in readme and end in readme:
+            head, rest = readme.split(start, 1)
+            _, tail = rest.split(end, 1)
+            body = text.split("\n", 2)[2].replace("\n## ", "\n### ")  # without the title, one level down
+            readme = f"{head}{start}\n{body}{end}{tail}"
+            open("README.md", "w").write(readme)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
