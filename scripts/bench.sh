@@ -106,13 +106,18 @@ for server in raw node wsgate; do timed "S2 $server" "$server" load --url "$(url
 for server in raw node wsgate; do timed "S3 $server" "$server" churn --url "$(url "$server")" --connections 50; done
 
 # S5: the fan-out plugin, once with the broadcast host call and once calling `send` per
-# recipient (the baseline).
+# recipient; and the raw server relaying to every other connection (the ceiling).
 ws=$(cat "$work/wsgate.ws")
 for variant in room room-each; do
     echo "bench: S5 $variant" >&2
     "$bench" broadcast --url "ws://$ws/bench/$variant/s5" --connections "$room" --rounds "$rounds" \
         --label "S5 $variant" --json >> "$results"
 done
+start raw-room ws "$bench" echo-server --room
+echo "bench: S5 raw" >&2
+"$bench" broadcast --url "ws://$(cat "$work/raw-room.ws")/" --connections "$room" --rounds "$rounds" \
+    --label "S5 raw" --json >> "$results"
+stop raw-room
 
 # S6: the management API against an HTTP server that does nothing but answer.
 start http http "$bench" http-server

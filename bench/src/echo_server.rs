@@ -1,25 +1,78 @@
-//! The baseline: a raw tokio-tungstenite echo server, no gateway and no Wasm.
+//! The baselines: a raw tokio-tungstenite echo server, no gateway and no Wasm; and, with
+//! `room`, the same server relaying each message to every other connection instead (the
+//! ceiling for the broadcast scenario).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Every open connection's outbound queue, for `room` mode.
+type Room = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>>;
 
 /// Serves until killed; prints `listening ws=ADDR` first.
-pub async fn run(listen: &str) -> anyhow::Result<()> {
+pub async fn run(listen: &str, room: bool) -> anyhow::Result<()> {
+    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
+    if soft < hard {
+        rlimit::Resource::NOFILE.set(hard, hard)?;
+    }
     let listener = TcpListener::bind(listen).await?;
     println!("listening ws={}", listener.local_addr()?);
-    loop {
+    let peers: Room = Arc::default();
+    for id in 0u64.. {
         let (stream, _) = listener.accept().await?;
+        let peers = peers.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
                 return;
             };
-            let (mut sink, mut stream) = ws.split();
-            while let Some(Ok(message)) = stream.next().await {
-                if (message.is_text() || message.is_binary()) && sink.send(message).await.is_err() {
-                    break;
+            if room {
+                relay(ws, id, peers).await;
+            } else {
+                let (mut sink, mut stream) = ws.split();
+                while let Some(Ok(message)) = stream.next().await {
+                    if (message.is_text() || message.is_binary())
+                        && sink.send(message).await.is_err()
+                    {
+                        break;
+                    }
                 }
             }
         });
     }
+    Ok(())
+}
+
+/// Room mode: a writer task per connection drains its queue; each message read is
+/// queued for every other connection.
+async fn relay(
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    id: u64,
+    peers: Room,
+) {
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    peers.lock().unwrap().insert(id, tx);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if sink.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(Ok(message)) = stream.next().await {
+        if message.is_text() || message.is_binary() {
+            for (peer, queue) in peers.lock().unwrap().iter() {
+                if *peer != id {
+                    let _ = queue.send(message.clone());
+                }
+            }
+        }
+    }
+    peers.lock().unwrap().remove(&id);
+    writer.abort();
 }

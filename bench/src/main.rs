@@ -160,6 +160,9 @@ enum Command {
         /// Address to listen on; port 0 picks one.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+        /// Relay each message to every other connection instead of echoing it.
+        #[arg(long)]
+        room: bool,
     },
     /// An axum server answering 200 to every POST: the `manage` baseline.
     HttpServer {
@@ -222,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => startup::run(&gateway, &plugin, plugins)?.print(&label, json),
         Command::Churn { common } => churn::run(&common).await?.print(&common),
-        Command::EchoServer { listen } => return echo_server::run(&listen).await,
+        Command::EchoServer { listen, room } => return echo_server::run(&listen, room).await,
         Command::HttpServer { listen } => return manage::serve_baseline(&listen).await,
     }
     Ok(())

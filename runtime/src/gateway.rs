@@ -87,6 +87,7 @@ impl Gateway {
                     limits: plugin_config.limits.clone(),
                     metrics: metrics.clone(),
                     events: events.clone(),
+                    heavy_until_ms: Default::default(),
                 };
                 let plugin = host
                     .link(&component, scope)

@@ -41,6 +41,12 @@ struct PluginLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginName {
+    tenant: String,
+    plugin: String,
+}
+
 /// Every metric of the gateway.
 pub struct Metrics {
     registry: Registry,
@@ -50,6 +56,7 @@ pub struct Metrics {
     messages_in: Family<TenantLabel, Counter>,
     limits: Family<LimitLabels, Counter>,
     plugin_failures: Family<PluginLabels, Counter>,
+    heavy_events: Family<PluginName, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,6 +76,7 @@ impl Metrics {
             messages_in: Family::default(),
             limits: Family::default(),
             plugin_failures: Family::default(),
+            heavy_events: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -101,6 +109,11 @@ impl Metrics {
             "Plugin events that failed, by cause (trap, timeout, memory, host_calls, stack, suspended, reply_too_large)",
             metrics.plugin_failures.clone(),
         );
+        registry.register(
+            "plugin_heavy_events",
+            "Events run on the low-priority lane because their plugin recently used a whole epoch tick of CPU",
+            metrics.heavy_events.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ..metrics
@@ -122,6 +135,16 @@ impl Metrics {
                 tenant: tenant.to_owned(),
                 plugin: plugin.to_owned(),
                 kind,
+            })
+            .inc();
+    }
+
+    /// Counts an event run on the low-priority lane.
+    pub fn heavy_event(&self, tenant: &str, plugin: &str) {
+        self.heavy_events
+            .get_or_create(&PluginName {
+                tenant: tenant.to_owned(),
+                plugin: plugin.to_owned(),
             })
             .inc();
     }

@@ -202,6 +202,13 @@ async fn a_noisy_neighbour_does_not_stall_another_tenant() {
         loops += task.await.unwrap();
     }
     assert!(loops >= 4, "the hostile plugin did run");
+    // The spinning plugin was moved to the low-priority lane. (Whether the echo ever is
+    // depends on the OS preempting it for a whole tick, so that is not asserted.)
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains("wsgate_plugin_heavy_events_total{tenant=\"evil\",plugin=\"hostile\"}"),
+        "{metrics}"
+    );
     let bound = (quiet * 10).max(Duration::from_millis(5));
     eprintln!("echo median: quiet {quiet:?}, with 4 guests spinning on another tenant {noisy:?}");
     assert!(

@@ -226,6 +226,7 @@ mod tests {
             },
             metrics: crate::metrics::Metrics::new(),
             events: Arc::new(tokio::sync::Semaphore::new(1)),
+            heavy_until_ms: Default::default(),
         };
         let mut state = HostState::new(Arc::new(scope));
         state.event.connection = current.into();

@@ -16,6 +16,7 @@
 mod bindings;
 mod cache;
 mod convert;
+mod heavy;
 mod host;
 mod output;
 mod state;
@@ -227,6 +228,7 @@ impl Plugin {
             connection: connection.clone(),
             route: route.clone(),
             deadline,
+            ticks: 0,
         };
         instance.store.set_epoch_deadline(1);
         Ok(instance)
@@ -235,11 +237,22 @@ impl Plugin {
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let mut store = Store::new(&self.engine, HostState::new(self.scope.clone()));
         store.limiter(|state| &mut state.limits);
-        store.epoch_deadline_callback(|ctx| {
-            let state = ctx.data();
+        store.epoch_deadline_callback(|mut ctx| {
+            let state = ctx.data_mut();
             if Instant::now() >= state.event.deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
+            state.event.ticks += 1;
+            if state.event.ticks >= 2 {
+                // A whole tick of guest CPU: the plugin's next events go to the
+                // low-priority lane.
+                let heavy_until = crate::registry::now_ms() + heavy::HEAVY_FOR.as_millis() as u64;
+                state
+                    .scope
+                    .heavy_until_ms
+                    .store(heavy_until, Ordering::Relaxed);
+            }
+            let state = ctx.data();
             // The event has run past a tick: from here on it needs one of the tenant's
             // permits, so one tenant's CPU-heavy events cannot hold every core. Short
             // events never get here and pay nothing.
@@ -359,24 +372,80 @@ impl Plugin {
         PluginError::Trap(text)
     }
 
+    /// Whether the plugin's recent events ran past an epoch tick.
+    fn is_heavy(&self) -> bool {
+        crate::registry::now_ms() < self.scope.heavy_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Runs `event` on the low-priority lane (for a CPU-heavy plugin).
+    async fn on_heavy_lane<T, F>(&self, event: F) -> Result<T, PluginError>
+    where
+        F: Future<Output = Result<T, PluginError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.scope
+            .metrics
+            .heavy_event(&self.scope.tenant, &self.scope.plugin);
+        heavy::run(event).await.unwrap_or_else(|err| {
+            Err(PluginError::Trap(format!(
+                "the event's task on the low-priority lane failed: {err}"
+            )))
+        })
+    }
+
     /// Runs `$connect`.
     pub async fn on_connect(
-        &self,
+        self: &Arc<Self>,
         route: &Arc<str>,
         meta: &ConnectionMeta,
     ) -> Result<ConnectResponse, PluginError> {
-        let mut instance = self.checkout(&meta.id, route).await?;
         let info = convert::info(meta, meta.connected_at);
+        if !self.is_heavy() {
+            return self.connect_event(route, &meta.id, &info).await;
+        }
+        let (this, route, id) = (self.clone(), route.clone(), meta.id.clone());
+        self.on_heavy_lane(async move { this.connect_event(&route, &id, &info).await })
+            .await
+    }
+
+    async fn connect_event(
+        &self,
+        route: &Arc<str>,
+        id: &Arc<str>,
+        info: &bindings::wsgate::plugin::types::ConnectionInfo,
+    ) -> Result<ConnectResponse, PluginError> {
+        let mut instance = self.checkout(id, route).await?;
         let result = instance
             .handler
             .wsgate_plugin_handler()
-            .call_on_connect(&mut instance.store, &info)
+            .call_on_connect(&mut instance.store, info)
             .await;
         self.finish(instance, result)
     }
 
     /// Runs a message event; the result is the reply, if any.
     pub async fn on_message(
+        self: &Arc<Self>,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        route_key: &str,
+        message: &Message,
+    ) -> Result<Option<Message>, PluginError> {
+        if !self.is_heavy() {
+            return self
+                .message_event(route, connection, route_key, message)
+                .await;
+        }
+        let (this, route, connection) = (self.clone(), route.clone(), connection.clone());
+        let (key, message) = (route_key.to_owned(), message.clone());
+        self.on_heavy_lane(async move {
+            this.message_event(&route, &connection, &key, &message)
+                .await
+        })
+        .await
+    }
+
+    async fn message_event(
         &self,
         route: &Arc<str>,
         connection: &Arc<str>,
@@ -394,6 +463,25 @@ impl Plugin {
 
     /// Runs `$disconnect`.
     pub async fn on_disconnect(
+        self: &Arc<Self>,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), PluginError> {
+        if !self.is_heavy() {
+            return self.disconnect_event(route, connection, code, reason).await;
+        }
+        let (this, route, connection) = (self.clone(), route.clone(), connection.clone());
+        let reason = reason.to_owned();
+        self.on_heavy_lane(async move {
+            this.disconnect_event(&route, &connection, code, &reason)
+                .await
+        })
+        .await
+    }
+
+    async fn disconnect_event(
         &self,
         route: &Arc<str>,
         connection: &Arc<str>,

@@ -33,6 +33,10 @@ pub struct PluginScope {
     /// Permits for the tenant's long-running events, shared by its plugins: an event
     /// that runs past one epoch tick needs one to go on.
     pub events: Arc<tokio::sync::Semaphore>,
+    /// Until when (ms since the epoch) the plugin counts as CPU-heavy: set whenever one
+    /// of its events runs past an epoch tick. A heavy plugin's events run on the
+    /// low-priority lane (`plugin::heavy`).
+    pub heavy_until_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The event being handled, set before each call.
@@ -44,6 +48,9 @@ pub struct EventScope {
     pub route: Arc<str>,
     /// When the guest must be interrupted.
     pub deadline: Instant,
+    /// Epoch ticks seen during the event. The first may come just after the event
+    /// started; a second proves it ran for a whole tick.
+    pub ticks: u32,
 }
 
 /// The data of one plugin instance's `Store`.
@@ -85,6 +92,7 @@ impl HostState {
             connection: Arc::from(""),
             route: Arc::from(""),
             deadline: Instant::now(),
+            ticks: 0,
         };
         let stdout = GuestOutput::new(scope.tenant.clone(), scope.plugin.clone(), "stdout");
         let stderr = GuestOutput::new(scope.tenant.clone(), scope.plugin.clone(), "stderr");

@@ -1,0 +1,91 @@
+//! The low-priority lane for CPU-heavy plugins.
+//!
+//! A plugin whose event runs past an epoch tick (1 ms) is marked heavy for a while, and
+//! its events then run here: on a separate tokio runtime whose threads have the lowest
+//! scheduling priority (nice 19). The kernel gives them whatever CPU the gateway's own
+//! workers leave, so one tenant's spinning plugin cannot take a core from other tenants'
+//! sockets and quick plugins. Its own events get slower under contention (they still
+//! end at their wall-clock time limit), which is the point.
+//!
+//! Quick events never come here and pay nothing; a heavy plugin's events pay a hand-off
+//! between runtimes (a few microseconds), small beside a millisecond of guest CPU.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio::task::JoinError;
+
+/// How long a plugin stays heavy after its last event that ran past a tick.
+pub const HEAVY_FOR: Duration = Duration::from_secs(10);
+
+/// The lowest priority: a nice-19 thread gets about 1.5% of a core against a busy
+/// nice-0 thread, and all of an idle one.
+const NICE: libc::c_int = 19;
+
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cores)
+            .thread_name("wsgate-heavy")
+            .on_thread_start(lower_priority)
+            .enable_time()
+            .build()
+            .expect("the low-priority runtime needs only threads; the OS refused them")
+    })
+}
+
+/// Lowers the calling thread's priority (Linux: `setpriority` on a thread id applies to
+/// that thread alone). Elsewhere the lane still separates the work, at equal priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain system calls with no pointers; `gettid` cannot fail, and a failed
+    // `setpriority` leaves the thread at normal priority, which is only less isolated.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        if libc::setpriority(libc::PRIO_PROCESS, tid, NICE) != 0 {
+            tracing::warn!(
+                "could not lower the priority of a heavy-plugin thread; CPU-heavy plugins will compete with sockets at equal priority"
+            );
+        }
+    }
+}
+
+/// Runs `event` on the low-priority lane and waits for it.
+pub async fn run<F>(event: F) -> Result<F::Output, JoinError>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime().spawn(event).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn events_run_on_low_priority_threads() {
+        let (name, nice) = run(async {
+            let name = std::thread::current().name().map(str::to_owned);
+            // SAFETY: reads the calling thread's nice value.
+            #[cfg(target_os = "linux")]
+            let nice = unsafe {
+                libc::getpriority(
+                    libc::PRIO_PROCESS,
+                    libc::syscall(libc::SYS_gettid) as libc::id_t,
+                )
+            };
+            #[cfg(not(target_os = "linux"))]
+            let nice = NICE;
+            (name, nice)
+        })
+        .await
+        .unwrap();
+        assert_eq!(name.as_deref(), Some("wsgate-heavy"));
+        assert_eq!(nice, NICE);
+    }
+}
