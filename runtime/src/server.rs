@@ -35,18 +35,9 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
             Ok((stream, peer)) => {
                 let gateway = gateway.clone();
                 let shutdown = shutdown.clone();
-                let fut =
-                    handle(stream, peer, gateway, shutdown).instrument(info_span!("ws", %peer));
-                static ONCE: std::sync::Once = std::sync::Once::new();
-                ONCE.call_once(|| {
-                    eprintln!(
-                        "SIZE handle future {} meta {} conn {}",
-                        std::mem::size_of_val(&fut),
-                        std::mem::size_of::<ConnectionMeta>(),
-                        std::mem::size_of::<Connection>()
-                    )
-                });
-                tokio::spawn(fut);
+                tokio::spawn(
+                    handle(stream, peer, gateway, shutdown).instrument(info_span!("ws", %peer)),
+                );
             }
             Err(err) => {
                 // Out of file descriptors or similar: keep serving the open connections

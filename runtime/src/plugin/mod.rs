@@ -229,6 +229,7 @@ impl Plugin {
             route: route.clone(),
             deadline,
             ticks: 0,
+            calls_at_tick: 0,
         };
         instance.store.set_epoch_deadline(1);
         Ok(instance)
@@ -242,9 +243,14 @@ impl Plugin {
             if Instant::now() >= state.event.deadline {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            state.event.ticks += 1;
+            if state.host_calls == state.event.calls_at_tick {
+                state.event.ticks += 1;
+            } else {
+                state.event.ticks = 1;
+                state.event.calls_at_tick = state.host_calls;
+            }
             if state.event.ticks >= 2 {
-                // A whole tick of guest CPU: the plugin's next events go to the
+                // A whole tick of guest compute: the plugin's next events go to the
                 // low-priority lane.
                 let heavy_until = crate::registry::now_ms() + heavy::HEAVY_FOR.as_millis() as u64;
                 state

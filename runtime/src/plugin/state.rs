@@ -48,9 +48,12 @@ pub struct EventScope {
     pub route: Arc<str>,
     /// When the guest must be interrupted.
     pub deadline: Instant,
-    /// Epoch ticks seen during the event. The first may come just after the event
-    /// started; a second proves it ran for a whole tick.
+    /// Epoch ticks in a row the guest spent computing, with no host call in between.
+    /// The first may come just after the event started; a second proves a whole tick of
+    /// guest CPU. (A host call that took long is not the guest's compute.)
     pub ticks: u32,
+    /// `host_calls` when the last tick was seen.
+    pub calls_at_tick: u32,
 }
 
 /// The data of one plugin instance's `Store`.
@@ -93,6 +96,7 @@ impl HostState {
             route: Arc::from(""),
             deadline: Instant::now(),
             ticks: 0,
+            calls_at_tick: 0,
         };
         let stdout = GuestOutput::new(scope.tenant.clone(), scope.plugin.clone(), "stdout");
         let stderr = GuestOutput::new(scope.tenant.clone(), scope.plugin.clone(), "stderr");
