@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::open::{open_many, raise_open_files_limit};
 use crate::report::histogram;
 
 /// How long one round may take before the run is declared failed.
@@ -62,33 +62,9 @@ pub async fn run(url: &str, connections: usize, rounds: u64) -> anyhow::Result<B
     if connections < 2 {
         bail!("a broadcast needs at least 2 connections: one sender and a receiver");
     }
-    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
-    if soft < hard {
-        rlimit::Resource::NOFILE.set(hard, hard)?;
-    }
+    raise_open_files_limit()?;
     let config = WebSocketConfig::default().read_buffer_size(4096);
-    let mut clients = Vec::with_capacity(connections);
-    let mut opening = FuturesUnordered::new();
-    let mut next = 0;
-    while clients.len() < connections {
-        while next < connections && opening.len() < 64 {
-            opening.push(tokio_tungstenite::connect_async_with_config(
-                url,
-                Some(config),
-                true,
-            ));
-            next += 1;
-        }
-        let (client, _) = opening
-            .next()
-            .await
-            .expect("a connection is in flight")
-            .with_context(|| format!("opening connection {} to {url}", clients.len() + 1))?;
-        clients.push(client);
-        if clients.len() % 1000 == 0 {
-            eprintln!("  {:>6} connections open", clients.len());
-        }
-    }
+    let mut clients = open_many(url, connections, config).await?;
     let mut sender = clients.pop().expect("at least two connections");
     let receivers = clients.len();
     // Every receiver reports the round it saw and when.

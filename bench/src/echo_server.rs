@@ -15,10 +15,7 @@ type Room = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>>;
 
 /// Serves until killed; prints `listening ws=ADDR` first.
 pub async fn run(listen: &str, room: bool) -> anyhow::Result<()> {
-    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
-    if soft < hard {
-        rlimit::Resource::NOFILE.set(hard, hard)?;
-    }
+    crate::open::raise_open_files_limit()?;
     let listener = TcpListener::bind(listen).await?;
     println!("listening ws={}", listener.local_addr()?);
     let peers: Room = Arc::default();

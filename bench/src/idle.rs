@@ -8,14 +8,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::open::{open_many, raise_open_files_limit};
 use crate::server_stats::rss_kib;
-
-/// Upgrades in flight at once while opening.
-const OPENING: usize = 64;
 
 /// What holding the connections cost.
 pub struct IdleReport {
@@ -77,13 +73,10 @@ fn kernel_tcp_pages() -> u64 {
 /// Opens `connections` to `url`, holds them, and measures the server `pid`.
 pub async fn run(url: &str, connections: usize, pid: u32) -> anyhow::Result<IdleReport> {
     // This client holds as many sockets as the server does.
-    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
-    if soft < hard {
-        rlimit::Resource::NOFILE.set(hard, hard)?;
-    }
-    if (hard as usize) < connections + 100 {
+    let limit = raise_open_files_limit()?;
+    if (limit as usize) < connections + 100 {
         bail!(
-            "this process may open {hard} files, too few for {connections} connections: lower --connections"
+            "this process may open {limit} files, too few for {connections} connections: lower --connections"
         );
     }
     // One connection first, so what the server sets up once (a warm plugin instance,
@@ -98,28 +91,7 @@ pub async fn run(url: &str, connections: usize, pid: u32) -> anyhow::Result<Idle
         .read_buffer_size(1024)
         .write_buffer_size(0);
     let started = Instant::now();
-    let mut held = Vec::with_capacity(connections);
-    let mut opening = FuturesUnordered::new();
-    let mut next = 0;
-    while held.len() < connections {
-        while next < connections && opening.len() < OPENING {
-            opening.push(tokio_tungstenite::connect_async_with_config(
-                url,
-                Some(config),
-                true,
-            ));
-            next += 1;
-        }
-        let (client, _) = opening
-            .next()
-            .await
-            .expect("a connection is in flight")
-            .with_context(|| format!("opening connection {} to {url}", held.len() + 1))?;
-        held.push(client);
-        if held.len() % 1000 == 0 {
-            eprintln!("  {:>6} connections open", held.len());
-        }
-    }
+    let held = open_many(url, connections, config).await?;
     let open_time = started.elapsed();
     let rss_open = rss_kib(pid).context("reading the server's RSS from /proc")?;
     // Let the server finish what the upgrades started (plugin events, timers).

@@ -22,6 +22,7 @@ mod echo_server;
 mod idle;
 mod load;
 mod manage;
+mod open;
 mod report;
 mod server_stats;
 mod startup;
