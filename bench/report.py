@@ -93,13 +93,14 @@ def tables(by, seconds):
 
     w("\n## S4: idle connections\n")
     w("Server RSS growth from one open connection to all of them, divided by their number. "
-      "Kernel TCP memory is for both ends (client and server run here).\n")
-    w("| server | connections | RSS before KiB | RSS after KiB | KiB per connection | kernel TCP KiB | vs raw | vs node |")
-    w("|---|---|---|---|---|---|---|---|")
+      "Kernel TCP buffer memory and slab growth (socket, file and TCP structures) are for both "
+      "ends, since client and server run here: halve them for the server's share.\n")
+    w("| server | connections | RSS before KiB | RSS after KiB | KiB per connection | kernel TCP KiB | kernel slab KiB | vs raw | vs node |")
+    w("|---|---|---|---|---|---|---|---|---|")
     for server in SERVERS:
         r = by[f"S4 {server}"]
         w(f"| {server} | {r['connections']} | {r['rss_before_kib']} | {r['rss_after_kib']} | "
-          f"{r['per_connection_kib']:.2f} | {r['kernel_tcp_kib']} | "
+          f"{r['per_connection_kib']:.2f} | {r['kernel_tcp_kib']} | {r.get('kernel_slab_kib', '-')} | "
           f"{ratio(r['per_connection_kib'], by['S4 raw']['per_connection_kib'])} | "
           f"{ratio(r['per_connection_kib'], by['S4 node']['per_connection_kib'])} |")
 

@@ -23,6 +23,8 @@ pub struct IdleReport {
     pub rss_after_kib: u64,
     /// Kernel TCP memory growth, in KiB (all sockets, both ends on this machine).
     pub kernel_tcp_kib: u64,
+    /// Kernel slab growth (socket, file and TCP structures), in KiB, for both ends.
+    pub kernel_slab_kib: u64,
     /// How long opening them took.
     pub open_time: Duration,
 }
@@ -44,14 +46,19 @@ impl IdleReport {
                     "label": label, "unit": "idle", "connections": self.connections,
                     "rss_before_kib": self.rss_before_kib, "rss_after_kib": self.rss_after_kib,
                     "per_connection_kib": per, "kernel_tcp_kib": self.kernel_tcp_kib,
+                    "kernel_slab_kib": self.kernel_slab_kib,
                     "connects_per_sec": connects,
                 })
             );
         } else {
             println!(
                 "{label}: {} idle connections, server RSS {} → {} KiB = {per:.2} KiB per connection; \
-                 kernel TCP memory +{} KiB; opened at {connects:.0}/s",
-                self.connections, self.rss_before_kib, self.rss_after_kib, self.kernel_tcp_kib
+                 kernel TCP memory +{} KiB, kernel slab +{} KiB (both ends); opened at {connects:.0}/s",
+                self.connections,
+                self.rss_before_kib,
+                self.rss_after_kib,
+                self.kernel_tcp_kib,
+                self.kernel_slab_kib
             );
         }
     }
@@ -66,6 +73,17 @@ fn kernel_tcp_pages() -> u64 {
             let mut words = line.split_whitespace();
             words.find(|w| *w == "mem")?;
             words.next()?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The kernel's slab memory in KiB, from /proc/meminfo.
+fn kernel_slab_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("Slab:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
 }
@@ -86,6 +104,7 @@ pub async fn run(url: &str, connections: usize, pid: u32) -> anyhow::Result<Idle
         .with_context(|| format!("connecting to {url}"))?;
     let rss_before_kib = rss_kib(pid).context("reading the server's RSS from /proc")?;
     let tcp_before = kernel_tcp_pages();
+    let slab_before = kernel_slab_kib();
     // The client's own buffers stay small, so its memory does not crowd the server's.
     let config = WebSocketConfig::default()
         .read_buffer_size(1024)
@@ -98,12 +117,14 @@ pub async fn run(url: &str, connections: usize, pid: u32) -> anyhow::Result<Idle
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_settled = rss_kib(pid).context("reading the server's RSS from /proc")?;
     let kernel_tcp_kib = kernel_tcp_pages().saturating_sub(tcp_before) * 4;
+    let kernel_slab_kib = kernel_slab_kib().saturating_sub(slab_before);
     drop((held, warm));
     Ok(IdleReport {
         connections,
         rss_before_kib,
         rss_after_kib: rss_open.max(rss_settled),
         kernel_tcp_kib,
+        kernel_slab_kib,
         open_time,
     })
 }
