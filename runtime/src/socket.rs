@@ -130,6 +130,9 @@ pub async fn run(
         }
     };
     debug!(code, reason = %reason, "closed");
+    // Futures awaited here and in `read_loop` are boxed: a plugin event's future is
+    // large and lives only while it runs, and inline it would be part of every
+    // connection's task for the connection's whole life (idle ones included).
     if linger && let Ok(ws) = sink.reunite(stream) {
         Box::pin(lingering_close(ws.into_inner().into_inner())).await;
     }
