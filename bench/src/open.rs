@@ -16,11 +16,7 @@ const IN_FLIGHT: usize = 64;
 /// Raises this process's open-files soft limit to the hard one (each connection is a
 /// file descriptor) and returns it.
 pub fn raise_open_files_limit() -> anyhow::Result<u64> {
-    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
-    if soft < hard {
-        rlimit::Resource::NOFILE.set(hard, hard)?;
-    }
-    Ok(hard)
+    Ok(rlimit::increase_nofile_limit(u64::MAX)?)
 }
 
 /// Opens `connections` to `url`, 64 upgrades at a time, printing progress every 1,000.
