@@ -6,6 +6,7 @@
 #
 #   scripts/bench.sh                  # the full run: 5 s per measurement, release build
 #   BENCH_SECONDS=2 scripts/bench.sh  # shorter measurements
+#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3 once each instead of three times
 #   scripts/bench.sh --smoke          # seconds, small sizes, debug build, results under
 #                                     # target/bench-smoke: proves every scenario runs
 #
@@ -20,11 +21,12 @@ cd "$(dirname "$0")/.."
 smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
 if $smoke; then
-    seconds=0.5 warmup=0.2 idle=500 room=201 rounds=3 plugins=5
+    seconds=0.5 warmup=0.2 idle=500 room=201 rounds=3 plugins=5 repeats=1
     profile=debug out=target/bench-smoke
     cargo_profile=()
 else
     seconds=${BENCH_SECONDS:-5} warmup=1 idle=15000 room=10001 rounds=20 plugins=50
+    repeats=${BENCH_REPEATS:-3}
     profile=release out=bench
     cargo_profile=(--release)
 fi
@@ -101,9 +103,13 @@ for server in raw node wsgate; do
         --label "S4 $server" --json >> "$results"
 done
 
-for server in raw node wsgate; do timed "S1 $server" "$server" load --url "$(url "$server")" --connections 100 --size 64; done
-for server in raw node wsgate; do timed "S2 $server" "$server" load --url "$(url "$server")" --connections 50 --size 16384; done
-for server in raw node wsgate; do timed "S3 $server" "$server" churn --url "$(url "$server")" --connections 50; done
+# S1-S3 run $repeats times, the servers alternating, and the report takes each one's
+# median: on a shared machine one window can be unlucky for one server.
+for _ in $(seq "$repeats"); do
+    for server in raw node wsgate; do timed "S1 $server" "$server" load --url "$(url "$server")" --connections 100 --size 64; done
+    for server in raw node wsgate; do timed "S2 $server" "$server" load --url "$(url "$server")" --connections 50 --size 16384; done
+    for server in raw node wsgate; do timed "S3 $server" "$server" churn --url "$(url "$server")" --connections 50; done
+done
 
 # S5: the fan-out plugin, once with the broadcast host call and once calling `send` per
 # recipient; and the raw server relaying to every other connection (the ceiling).
@@ -127,15 +133,19 @@ timed "S6 wsgate" wsgate manage --url "http://$(cat "$work/wsgate.admin")/bench"
 stop http
 
 # S7: tenant bench's echo, closed loop over 10 connections, quiet, then while tenant
-# noisy's plugin spins for its whole time limit on every message. (Closed loop: with a
-# fixed rate the client's 1 ms timer granularity would pad both runs' latency alike.)
+# noisy's plugin spins for its whole time limit on every message; $repeats times, taking
+# turns. (Closed loop: with a fixed rate the client's 1 ms timer granularity would pad
+# both runs' latency alike.)
 s7=(load --url "ws://$ws/bench/echo" --connections 10 --size 64)
-timed "S7 quiet" wsgate "${s7[@]}"
-"$bench" load --url "ws://$ws/noisy/burn" --payload loop --connections 4 \
-    --seconds "$(python3 -c "print($seconds + $warmup + 2)")" --warmup 0 --json > "$work/burn.json" 2> /dev/null &
-burner=$!
-timed "S7 noisy" wsgate "${s7[@]}"
-wait "$burner" || true
+burn_seconds=$(python3 -c "print($seconds + $warmup + 2)")
+for _ in $(seq "$repeats"); do
+    timed "S7 quiet" wsgate "${s7[@]}"
+    "$bench" load --url "ws://$ws/noisy/burn" --payload loop --connections 4 \
+        --seconds "$burn_seconds" --warmup 0 --json > /dev/null 2>&1 &
+    burner=$!
+    timed "S7 noisy" wsgate "${s7[@]}"
+    wait "$burner" || true
+done
 
 # S8: start-up with many plugins; the servers above are stopped so it has the cores.
 for server in raw node wsgate; do stop "$server"; done

@@ -48,6 +48,11 @@ async fn relays_to_the_room_only(route: &str) {
         // next frame is B's too: "hello" came exactly once.
         assert_eq!(recv(peer).await, Message::binary(vec![0u8, 255, 7]));
     }
+    send_text(&mut c, "from c").await;
+    for peer in [&mut a, &mut b, &mut d] {
+        // B's first frame after "hello" is C's: its own binary never came back to it.
+        assert_eq!(recv_text(peer).await, "from c");
+    }
     // E, alone in room b, hears only its own room: its first frame is F's.
     let mut f = gateway.connect(&room_b).await;
     send_text(&mut f, "b only").await;

@@ -17,8 +17,25 @@ use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::task::JoinError;
 
-/// How long a plugin stays heavy after its last event that ran past a tick.
+/// How long a plugin stays heavy after an event on the normal lane showed it heavy.
 pub const HEAVY_FOR: Duration = Duration::from_secs(10);
+
+/// Epoch ticks in a row of guest compute, with no host call between, that make a plugin
+/// heavy. Ticks are wall-clock time, so a quick event the OS preempts can see one or two;
+/// three make a mistake rare, and a spinning guest still gets here in 2–3 ms.
+pub const HEAVY_TICKS: u32 = 3;
+
+thread_local! {
+    /// Set on the lane's own threads.
+    static ON_LANE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is one of the lane's. Events running there do not renew
+/// their plugin's heavy mark: a quick plugin put there by mistake, whose events get
+/// preempted there, returns to the normal lane when the mark expires.
+pub fn on_lane() -> bool {
+    ON_LANE.get()
+}
 
 /// The fallback where `SCHED_IDLE` is refused: a nice-19 thread gets about 1.5% of a
 /// core against a busy nice-0 thread, and all of an idle one.
@@ -43,6 +60,7 @@ fn runtime() -> &'static Runtime {
 /// thread wakes; failing that, nice 19. (Both calls, given a thread id, apply to that
 /// thread alone.) Elsewhere the lane still separates the work, at equal priority.
 fn lower_priority() {
+    ON_LANE.set(true);
     #[cfg(target_os = "linux")]
     // SAFETY: plain system calls; `param` outlives the call that reads it. A failure
     // leaves the thread at a higher priority, which is only less isolated.
@@ -89,6 +107,8 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(name.as_deref(), Some("wsgate-heavy"));
+        assert!(run(async { on_lane() }).await.unwrap());
+        assert!(!on_lane());
         assert!(
             policy == libc::SCHED_IDLE || nice == NICE,
             "the lane's thread kept its priority: policy {policy}, nice {nice}"

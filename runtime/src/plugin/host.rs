@@ -353,8 +353,10 @@ mod tests {
         let (sender, mut sender_rx) = on("/room/a", 8);
         let (_peer, mut peer_rx) = on("/room/a", 8);
         let (full, _full_rx) = on("/room/a", 8);
+        let (closing, _closing_rx) = on("/room/a", 8);
         let (_other, mut other_rx) = on("/room/b", 8);
         assert_eq!(full.send(WsMessage::text("12345678")), Ok(()));
+        closing.mark_closing();
         let mut host = state(registry.clone(), Access::Tenant, sender.id());
         let room = || types::ListFilter {
             route: None,
@@ -365,7 +367,7 @@ mod tests {
         assert_eq!(
             queued.unwrap(),
             Ok(1),
-            "the peer only: not the sender, not the full queue"
+            "the peer only: not the sender, not the full queue, not the closing one"
         );
         assert_eq!(peer_rx.try_recv(), Some(WsMessage::text("hi")));
         assert_eq!(sender_rx.try_recv(), None);
@@ -379,6 +381,16 @@ mod tests {
             host.broadcast(everyone, Message::Binary(vec![1]), None)
                 .unwrap(),
             Ok(3)
+        );
+        // Full queues are counted (once per broadcast that skipped one); closing
+        // connections are not a limit.
+        assert!(
+            host.scope
+                .metrics
+                .encode()
+                .contains(r#"wsgate_limits_hit_total{tenant="t",limit="queue_full"} 2"#),
+            "{}",
+            host.scope.metrics.encode()
         );
         assert_eq!(
             host.broadcast(room(), Message::Binary(vec![0; 9]), None)

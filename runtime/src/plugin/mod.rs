@@ -249,8 +249,8 @@ impl Plugin {
                 state.event.ticks = 1;
                 state.event.calls_at_tick = state.host_calls;
             }
-            if state.event.ticks >= 2 {
-                // A whole tick of guest compute: the plugin's next events go to the
+            if state.event.ticks >= heavy::HEAVY_TICKS && !heavy::on_lane() {
+                // Whole ticks of guest compute: the plugin's next events go to the
                 // low-priority lane.
                 let heavy_until = crate::registry::now_ms() + heavy::HEAVY_FOR.as_millis() as u64;
                 state

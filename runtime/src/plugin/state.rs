@@ -48,9 +48,8 @@ pub struct EventScope {
     pub route: Arc<str>,
     /// When the guest must be interrupted.
     pub deadline: Instant,
-    /// Epoch ticks in a row the guest spent computing, with no host call in between.
-    /// The first may come just after the event started; a second proves a whole tick of
-    /// guest CPU. (A host call that took long is not the guest's compute.)
+    /// Epoch ticks in a row the guest spent computing, with no host call in between (a
+    /// host call that took long is not the guest's compute). See `heavy::HEAVY_TICKS`.
     pub ticks: u32,
     /// `host_calls` when the last tick was seen.
     pub calls_at_tick: u32,
