@@ -62,21 +62,17 @@ async fn handle(
     let Some(open) = Box::pin(open(stream, peer, &gateway)).await else {
         return;
     };
-    let Open {
-        socket,
-        connection,
-        outbound,
+    let (tenant, route) = (&open.tenant, &open.route);
+    Box::pin(socket::run(
+        open.socket,
+        open.connection,
+        open.outbound,
         tenant,
         route,
-        slot,
-        span,
-    } = open;
-    Box::pin(socket::run(
-        socket, connection, outbound, &tenant, &route, shutdown,
+        shutdown,
     ))
-    .instrument(span)
+    .instrument(open.span)
     .await;
-    drop(slot);
 }
 
 /// An upgraded connection, ready for its socket loop.
@@ -86,8 +82,9 @@ struct Open<'g> {
     outbound: Outbound,
     tenant: Arc<Tenant>,
     route: Arc<Route>,
-    /// Held for the connection's life: it counts towards the gateway's limit.
-    slot: ConnectionSlot<'g>,
+    /// Held for the connection's life (dropped with the rest of `Open` when `handle`
+    /// ends): it counts towards the gateway's limit.
+    _slot: ConnectionSlot<'g>,
     span: Span,
 }
 
@@ -113,7 +110,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<
         outbound,
         tenant,
         route,
-        slot,
+        _slot: slot,
         span,
     })
 }
