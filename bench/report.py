@@ -16,7 +16,7 @@ import sys
 EXPECTED = [
     "S1 raw", "S1 node", "S1 wsgate", "S2 raw", "S2 node", "S2 wsgate",
     "S3 raw", "S3 node", "S3 wsgate", "S4 raw", "S4 node", "S4 wsgate",
-    "S5 room", "S5 room-each", "S5 raw", "S6 http", "S6 wsgate", "S7 quiet", "S7 noisy", "S8",
+    "S5 room", "S5 room-each", "S5 raw", "S6 http", "S6 wsgate", "S7 quiet", "S7 noisy", "S8", "S8 mix",
 ]
 SERVERS = ["raw", "node", "wsgate"]
 
@@ -70,7 +70,9 @@ def tables(by, seconds):
         ("S6 management POST", "≥ 20k/s", f"{s6w['per_sec']:.0f}/s", s6w["per_sec"] >= 20_000),
         ("S6 management POST", "p99 ≤ 5 ms", f"{p99(s6w) / 1e3:.2f} ms", p99(s6w) <= 5_000),
         ("S7 noisy neighbour", "p99 ≤ 2× quiet", f"{p99(s7n) / p99(s7q):.2f}× quiet", p99(s7n) <= 2 * p99(s7q)),
-        ("S8 start-up, cold", "≤ 2 s", f"{s8['cold_s']:.2f} s with {s8['plugins']} plugins", s8["cold_s"] <= 2),
+        # Judged without the function cache: the copies share every function, which
+        # different plugins do not.
+        ("S8 start-up, cold", "≤ 2 s", f"{s8['cold_unshared_s']:.2f} s with {s8['plugins']} plugins, every function compiled ({s8['cold_s']:.2f} s with the function cache)", s8["cold_unshared_s"] <= 2),
         ("S8 start-up, warm", "≤ 0.3 s", f"{s8['warm_s']:.3f} s", s8["warm_s"] <= 0.3),
     ]
     for name, target, measured, ok in rows:
@@ -147,11 +149,19 @@ def tables(by, seconds):
 
     w("\n## S8: start-up\n")
     w(f"The gateway started with {s8['plugins']} distinct plugins (copies of echo with a custom section "
-      "each, so each compiles on its own), timed to its `listening` line: first with an empty compile "
-      "cache, then the fastest of three starts with the cache filled.\n")
-    w("| plugins | cold s | warm s | cold / warm |")
-    w("|---|---|---|---|")
-    w(f"| {s8['plugins']} | {s8['cold_s']:.3f} | {s8['warm_s']:.3f} | {s8['cold_over_warm']:.1f}x |")
+      "each, so each compiles on its own), timed to its `listening` line: with an empty compile cache "
+      "and the function cache off (every function of every plugin compiled: what plugins sharing no "
+      "code would cost), with an empty compile cache and the function cache on (the default; copies "
+      "share every function, so this is its best case), then the fastest of three starts with the "
+      "compile cache filled. `mix` starts six different plugins (echo, connection-id, chat, auth and "
+      "two testing plugins) once each: what the function cache saves when the code really differs.\n")
+    w("| plugins | cold s, function cache off | cold s | warm s | cold / warm |")
+    w("|---|---|---|---|---|")
+    for label in ["S8", "S8 mix"]:
+        r = by[label]
+        name = f"{r['plugins']} copies of echo" if label == "S8" else f"{r['plugins']} different"
+        w(f"| {name} | {r['cold_unshared_s']:.3f} | {r['cold_s']:.3f} | {r['warm_s']:.3f} | "
+          f"{r['cold_over_warm']:.1f}x |")
     return "\n".join(out) + "\n"
 
 

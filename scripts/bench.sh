@@ -149,8 +149,16 @@ done
 
 # S8: start-up with many plugins; the servers above are stopped so it has the cores.
 for server in raw node wsgate; do stop "$server"; done
+# S8 copies echo $plugins times; "S8 mix" starts six different plugins once each, to show
+# what the function cache saves when the code really differs.
 echo "bench: S8" >&2
 "$bench" startup --gateway "$gateway" --plugin target/wasm32-wasip2/release/echo.wasm \
     --plugins "$plugins" --label S8 --json >> "$results"
+echo "bench: S8 mix" >&2
+mix=() kinds=0
+for plugin in echo connection_id chat auth test_fanout test_hostile; do
+    mix+=(--plugin "target/wasm32-wasip2/release/$plugin.wasm") kinds=$((kinds + 1))
+done
+"$bench" startup --gateway "$gateway" "${mix[@]}" --plugins "$kinds" --label "S8 mix" --json >> "$results"
 
 python3 bench/report.py "$results" "$out" "$seconds" $($smoke && echo --smoke)

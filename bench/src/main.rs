@@ -143,9 +143,9 @@ enum Command {
         /// The gateway binary.
         #[arg(long, default_value = "target/release/wsgate")]
         gateway: PathBuf,
-        /// The component to copy.
-        #[arg(long, default_value = "target/wasm32-wasip2/release/echo.wasm")]
-        plugin: PathBuf,
+        /// A component to copy; repeat it to copy several in turn.
+        #[arg(long, default_values = ["target/wasm32-wasip2/release/echo.wasm"])]
+        plugin: Vec<PathBuf>,
         /// How many distinct plugins to configure.
         #[arg(long, default_value_t = 50)]
         plugins: usize,

@@ -106,6 +106,10 @@ pub struct CompileConfig {
     /// Where (default `$XDG_CACHE_HOME/wsgate`, else `~/.cache/wsgate`). Only the
     /// gateway's user may write there: entries are loaded as native code.
     pub cache_dir: Option<PathBuf>,
+    /// While loading, compile a function shared by several plugins (the standard
+    /// library, the SDK) once. Only start-up and memory during it are affected.
+    #[serde(default = "default_true")]
+    pub function_cache: bool,
 }
 
 impl Default for CompileConfig {
@@ -113,6 +117,7 @@ impl Default for CompileConfig {
         Self {
             cache: true,
             cache_dir: None,
+            function_cache: true,
         }
     }
 }

@@ -44,6 +44,7 @@ impl Gateway {
         let host = Host::new(
             config.limits.max_wasm_stack_bytes,
             config.compile.cache_dir(&config.base_dir),
+            config.compile.function_cache,
         )
         .map_err(|e| config.invalid("limits.max_wasm_stack_bytes", format!("{e:#}")))?;
         let metrics = Metrics::new();
@@ -106,6 +107,16 @@ impl Gateway {
                 hosts.insert(name.to_ascii_lowercase(), tenant.clone());
             }
             tenants.insert(tenant.id.clone(), tenant);
+        }
+        if let Some(stats) = host.loaded()
+            && stats.reused + stats.compiled > 0
+        {
+            tracing::info!(
+                functions_reused = stats.reused,
+                functions_compiled = stats.compiled,
+                cache_kib = stats.bytes / 1024,
+                "plugins compiled; functions shared between them were compiled once"
+            );
         }
         Ok(Gateway {
             tenants,

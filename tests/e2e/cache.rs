@@ -1,7 +1,8 @@
 //! Compiled components are cached on disk: a restart reads them back instead of
-//! compiling, and an unusable entry is compiled again.
+//! compiling, and an unusable entry is compiled again. While plugins load, functions
+//! they share are compiled once.
 
-use crate::harness::{Gateway, ask, config, plugin};
+use crate::harness::{Gateway, ask, config, plugin, recv_json, send_text};
 use crate::plugins;
 
 /// First start compiles and stores; the second reads the cache; a corrupt entry is
@@ -49,4 +50,46 @@ async fn compiled_components_are_cached() {
         .await;
     let mut client = third.connect("/demo/echo").await;
     assert_eq!(ask(&mut client, "recompiled").await, "recompiled");
+}
+
+/// Two different plugins compiled in one start share functions (the standard library,
+/// the SDK): the second reuses them, and both plugins run correctly on reused code.
+#[tokio::test]
+async fn functions_shared_between_plugins_are_compiled_once() {
+    let text = config(&format!(
+        "[compile]\ncache = false\n\n{}{}\
+         [tenants.demo.routes.\"/echo\"]\nplugin = \"echo\"\n\
+         [tenants.demo.routes.\"/id\"]\nplugin = \"id\"\n",
+        plugin("demo", "echo", plugins::ECHO, ""),
+        plugin("demo", "id", plugins::CONNECTION_ID, ""),
+    ));
+    let gateway = Gateway::start(&text).await;
+    let line = gateway
+        .logs
+        .wait_for("the function cache's report", |l| {
+            l.contains("functions_reused=")
+        })
+        .await;
+    let count = |key: &str| -> u64 {
+        let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(count("functions_reused=") > 0, "{line}");
+    assert!(count("functions_compiled=") > 0, "{line}");
+
+    let mut echo = gateway.connect("/demo/echo").await;
+    assert_eq!(ask(&mut echo, "shared code").await, "shared code");
+    let mut id = gateway.connect("/demo/id").await;
+    send_text(&mut id, "who").await;
+    assert_eq!(
+        recv_json(&mut id).await["connection_id"]
+            .as_str()
+            .unwrap()
+            .len(),
+        22
+    );
 }

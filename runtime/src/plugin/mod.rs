@@ -16,6 +16,7 @@
 mod bindings;
 mod cache;
 mod convert;
+mod function_cache;
 mod heavy;
 mod host;
 mod output;
@@ -32,6 +33,7 @@ use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 pub use bindings::types::{ConnectResponse, Message};
 pub use cache::{Origin, default_dir as default_cache_dir};
 pub use convert::{message_from_ws, message_to_ws};
+pub use function_cache::FunctionCacheStats;
 pub use state::PluginScope;
 
 use bindings::{RouteHandler, RouteHandlerPre};
@@ -92,14 +94,19 @@ pub struct Host {
     engine: Engine,
     linker: Linker<HostState>,
     cache: cache::ComponentCache,
+    /// The per-function compilation cache, when on; emptied once plugins are loaded.
+    functions: Option<Arc<function_cache::FunctionCache>>,
 }
 
 impl Host {
-    /// Creates the engine, with `max_wasm_stack` bytes of wasm stack per call, and
-    /// starts the epoch ticker (which lives as long as the engine).
+    /// Creates the engine, with `max_wasm_stack` bytes of wasm stack per call, the
+    /// on-disk component cache in `cache_dir` and, when `function_cache`, Cranelift's
+    /// per-function cache for loading; starts the epoch ticker (which lives as long as
+    /// the engine).
     pub fn new(
         max_wasm_stack: usize,
         cache_dir: Option<std::path::PathBuf>,
+        function_cache: bool,
     ) -> anyhow::Result<Host> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
@@ -107,6 +114,12 @@ impl Host {
         config.max_wasm_stack(max_wasm_stack);
         // The async fiber stack must hold the wasm stack plus host frames.
         config.async_stack_size(max_wasm_stack + (1 << 20));
+        let functions = function_cache.then(Arc::<function_cache::FunctionCache>::default);
+        if let Some(functions) = &functions {
+            config
+                .enable_incremental_compilation(functions.clone())
+                .map_err(|e| anyhow::anyhow!("cannot enable the function cache: {e}"))?;
+        }
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::anyhow!("cannot create the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
@@ -130,6 +143,7 @@ impl Host {
             engine,
             linker,
             cache: cache::ComponentCache::new(cache_dir),
+            functions,
         })
     }
 
@@ -144,6 +158,12 @@ impl Host {
                 ),
             })
         })
+    }
+
+    /// Ends loading: frees the function cache (nothing compiles after start-up) and
+    /// reports what it saved, if it was on.
+    pub fn loaded(&self) -> Option<FunctionCacheStats> {
+        self.functions.as_ref().map(|cache| cache.finish())
     }
 
     /// Links a compiled component as a plugin with `scope`, checking that it
