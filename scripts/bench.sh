@@ -6,7 +6,7 @@
 #
 #   scripts/bench.sh                  # the full run: 5 s per measurement, release build
 #   BENCH_SECONDS=2 scripts/bench.sh  # shorter measurements
-#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3 once each instead of three times
+#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3 and S7 once each instead of three times
 #   scripts/bench.sh --smoke          # seconds, small sizes, debug build, results under
 #                                     # target/bench-smoke: proves every scenario runs
 #

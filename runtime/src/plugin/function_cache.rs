@@ -11,13 +11,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// Compiled functions by Cranelift's cache key.
 #[derive(Debug, Default)]
 pub struct FunctionCache {
-    entries: Mutex<HashMap<Vec<u8>, Arc<[u8]>>>,
+    entries: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -56,14 +56,11 @@ impl wasmtime::CacheStore for FunctionCache {
             &self.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        found.map(|bytes| Cow::Owned(bytes.to_vec()))
+        found.map(Cow::Owned)
     }
 
     fn insert(&self, key: &[u8], value: Vec<u8>) -> bool {
-        self.entries
-            .lock()
-            .unwrap()
-            .insert(key.to_vec(), value.into());
+        self.entries.lock().unwrap().insert(key.to_vec(), value);
         true
     }
 }

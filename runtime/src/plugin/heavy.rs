@@ -1,10 +1,11 @@
 //! The low-priority lane for CPU-heavy plugins.
 //!
-//! A plugin whose event runs past an epoch tick (1 ms) is marked heavy for a while, and
-//! its events then run here: on a separate tokio runtime whose threads have the lowest
-//! scheduling priority (`SCHED_IDLE` on Linux). The kernel gives them whatever CPU the
-//! gateway's own workers leave, so one tenant's spinning plugin cannot take a core from other tenants'
-//! sockets and quick plugins. Its own events get slower under contention (they still
+//! A plugin whose guest computes for `HEAVY_TICKS` epoch ticks (1 ms each) in a row,
+//! with no host call between, is marked heavy for a while, and its events then run
+//! here: on a separate tokio runtime whose threads have the lowest scheduling priority
+//! (`SCHED_IDLE` on Linux). The kernel gives them whatever CPU the gateway's own
+//! workers leave, so one tenant's spinning plugin cannot take a core from other
+//! tenants' sockets and quick plugins. Its own events get slower under contention (they still
 //! end at their wall-clock time limit), which is the point.
 //!
 //! Quick events never come here and pay nothing; a heavy plugin's events pay a hand-off
