@@ -1,133 +1,193 @@
-//! The gateway as a whole: tenants with loaded plugins, and how a request finds its
-//! tenant (by host name, else by the first path segment).
+//! The gateway as a whole, in two lifetimes. [`Gateway`] holds what lives as long as the
+//! process: the wasm engine, metrics, each tenant's connection registry and the
+//! connection count. A [`Snapshot`] holds what a config reload replaces: tenants,
+//! routes, plugins, limits and credentials. The current snapshot sits behind an atomic
+//! pointer: [`Gateway::swap`] installs a new one while sockets live, and connections
+//! look their route up by stable keys (tenant id, route template) at every event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError, GlobalLimits};
+use crate::credentials::Keys;
 use crate::metrics::Metrics;
-use crate::plugin::{Host, PluginScope};
+use crate::plugin::{EngineError, Grants, Host, Loader, Plugin, PluginScope};
 use crate::registry::LocalRegistry;
-use crate::tenant::Tenant;
+use crate::tenant::{Route, Tenant};
 
-/// Everything the listeners serve.
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The config names something unusable (a plugin that does not load, …).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The wasm engine could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// What lives as long as the process.
 pub struct Gateway {
+    /// The wasm engine and linker every snapshot's plugins are compiled with.
+    host: Host,
+    /// Every metric.
+    pub metrics: Arc<Metrics>,
+    /// Each tenant's registry, by tenant id: connections outlive snapshots.
+    registries: Mutex<HashMap<Arc<str>, LocalRegistry>>,
+    /// Open connections across tenants, against the snapshot's `max_connections`.
+    open: Arc<AtomicUsize>,
+    /// What the config says now.
+    current: ArcSwap<Snapshot>,
+}
+
+/// What a reload replaces: one config's tenants with their plugins loaded.
+#[derive(Debug)]
+pub struct Snapshot {
     /// Tenants by id.
     tenants: HashMap<Arc<str>, Arc<Tenant>>,
     /// Tenants by host name (lower case).
     hosts: HashMap<String, Arc<Tenant>>,
     /// Limits of the whole gateway.
     pub limits: GlobalLimits,
-    /// Every metric.
-    pub metrics: Arc<Metrics>,
-    /// Open connections across tenants, against `limits.max_connections`.
-    open: AtomicUsize,
-    /// The wasm engine; kept for the life of the gateway.
-    _host: Host,
+    /// Every tenant's management credentials.
+    pub keys: Keys,
 }
 
 /// A slot counted against the gateway-wide connection cap; freed when dropped.
-pub struct ConnectionSlot<'a>(&'a AtomicUsize);
+pub struct ConnectionSlot(Arc<AtomicUsize>);
 
-impl Drop for ConnectionSlot<'_> {
+impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl Gateway {
-    /// Compiles every plugin and builds the tenants. A plugin that is not a valid
-    /// component implementing the world fails with its config key.
-    pub fn new(config: &Config) -> Result<Gateway, ConfigError> {
+    /// Starts the engine, compiles every plugin and builds the first snapshot. A plugin
+    /// that is not a valid component implementing the world fails with its config key.
+    pub fn new(config: &Config) -> Result<Gateway, GatewayError> {
         let host = Host::new(
             config.limits.max_wasm_stack_bytes,
             config.compile.cache_dir(&config.base_dir),
             config.compile.function_cache,
-        )
-        .map_err(|e| config.invalid("limits.max_wasm_stack_bytes", format!("{e:#}")))?;
-        let metrics = Metrics::new();
+        )?;
+        let empty = Snapshot {
+            tenants: HashMap::new(),
+            hosts: HashMap::new(),
+            limits: config.limits.clone(),
+            keys: Keys::default(),
+        };
+        let gateway = Gateway {
+            host,
+            metrics: Metrics::new(),
+            registries: Mutex::default(),
+            open: Arc::default(),
+            current: ArcSwap::from_pointee(empty),
+        };
+        let snapshot = gateway.build(config)?;
+        gateway.swap(snapshot);
+        Ok(gateway)
+    }
+
+    /// Loads `config` into a snapshot on this gateway's engine, without installing it.
+    /// Tenants keep their registries (and so their connections) across snapshots.
+    pub fn build(&self, config: &Config) -> Result<Snapshot, ConfigError> {
+        let mut loader = Loader::new(&self.host);
         let mut tenants = HashMap::new();
         let mut hosts = HashMap::new();
-        let mut compiled = HashMap::new();
         for (id, tenant_config) in &config.tenants {
-            let registry = Arc::new(LocalRegistry::default());
+            let metrics = Arc::new(self.metrics.tenant(id));
+            let registry = self.registry(id, &metrics);
             let events = Arc::new(tokio::sync::Semaphore::new(
                 tenant_config.limits.max_concurrent_events,
             ));
-            let mut plugins = HashMap::new();
+            let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
             for (name, plugin_config) in &tenant_config.plugins {
-                let key = format!("tenants.{id}.plugins.{name}.path");
-                let path = config.plugin_path(plugin_config);
-                let canonical = path.canonicalize().map_err(|e| {
-                    config.invalid(&key, format!("cannot read {}: {e}", path.display()))
-                })?;
-                let (component, origin) = match compiled.get(&canonical) {
-                    Some(ready) => Clone::clone(ready),
-                    None => {
-                        let bytes = std::fs::read(&canonical).map_err(|e| {
-                            config.invalid(&key, format!("cannot read {}: {e}", path.display()))
-                        })?;
-                        let started = std::time::Instant::now();
-                        let (component, origin) = host.compile(&bytes).map_err(|e| {
-                            config.invalid(&key, format!("{}: {e}", path.display()))
-                        })?;
-                        tracing::debug!(path = %path.display(), from = %origin.as_str(), elapsed = ?started.elapsed(), "component ready");
-                        compiled.insert(canonical, (component.clone(), origin));
-                        (component, origin)
-                    }
-                };
                 let scope = PluginScope {
                     tenant: id.as_str().into(),
                     plugin: name.as_str().into(),
-                    registry: registry.clone(),
+                    registry: Arc::new(registry.clone()),
                     config: plugin_config.config.clone().into_iter().collect(),
-                    access: plugin_config.access,
+                    grants: Grants::from_config(plugin_config),
                     max_message_bytes: tenant_config.limits.max_message_bytes,
                     limits: plugin_config.limits.clone(),
-                    metrics: metrics.clone(),
+                    metrics: self.metrics.plugin(id, name),
                     events: events.clone(),
                     heavy_until_ms: Default::default(),
                 };
-                let plugin = host
-                    .link(&component, scope)
-                    .map_err(|e| config.invalid(&key, format!("{}: {e}", path.display())))?;
-                tracing::info!(tenant = %id, plugin = %name, path = %path.display(), from = %origin.as_str(), "plugin loaded");
+                let plugin = loader.load(config, id, name, plugin_config, scope)?;
                 plugins.insert(name.clone(), Arc::new(plugin));
             }
             let tenant = Arc::new(Tenant::new(
                 id,
                 tenant_config,
                 &plugins,
-                registry,
-                metrics.tenant(id),
+                Arc::new(registry),
+                metrics,
             ));
             for name in &tenant_config.hosts {
                 hosts.insert(name.to_ascii_lowercase(), tenant.clone());
             }
             tenants.insert(tenant.id.clone(), tenant);
         }
-        if let Some(stats) = host.loaded()
-            && stats.reused + stats.compiled > 0
-        {
-            tracing::info!(
-                functions_reused = stats.reused,
-                functions_compiled = stats.compiled,
-                cache_kib = stats.bytes / 1024,
-                "plugins compiled; functions shared between them were compiled once"
-            );
-        }
-        Ok(Gateway {
+        loader.finish();
+        Ok(Snapshot {
+            keys: Keys::new(tenants.values()),
             tenants,
             hosts,
             limits: config.limits.clone(),
-            metrics,
-            open: AtomicUsize::new(0),
-            _host: host,
         })
     }
 
+    /// Installs `snapshot`: new upgrades and every connection's next event use it;
+    /// events already running finish on the one they started with.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+
+    /// The snapshot in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// The route `template` of tenant `tenant` in the snapshot in force now.
+    pub fn route(&self, tenant: &str, template: &str) -> Option<Arc<Route>> {
+        self.current
+            .load()
+            .tenants
+            .get(tenant)?
+            .route(template)
+            .cloned()
+    }
+
+    /// Takes a slot under the gateway-wide connection cap, if one is free.
+    pub fn connection_slot(&self) -> Option<ConnectionSlot> {
+        let max = self.current.load().limits.max_connections;
+        let taken = self.open.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(self.open.clone());
+        (taken < max).then_some(slot)
+    }
+
+    /// Connections registered on this node, across tenants.
+    pub fn registered(&self) -> usize {
+        let registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        registries.values().map(LocalRegistry::len).sum()
+    }
+
+    /// The registry of tenant `id`, made on first use and kept for the process's life.
+    fn registry(&self, id: &str, metrics: &crate::metrics::TenantMetrics) -> LocalRegistry {
+        let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        registries
+            .entry(id.into())
+            .or_insert_with(|| LocalRegistry::new(metrics.connections_gauge()))
+            .clone()
+    }
+}
+
+impl Snapshot {
     /// The tenant a request is for and the path below it. A `Host` listed by a tenant
     /// wins; otherwise the first path segment names the tenant.
     pub fn resolve<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(Arc<Tenant>, &'p str)> {
@@ -151,15 +211,13 @@ impl Gateway {
         self.tenants.get(id).map(|t| (t.clone(), below))
     }
 
-    /// Takes a slot under the gateway-wide connection cap, if one is free.
-    pub fn connection_slot(&self) -> Option<ConnectionSlot<'_>> {
-        let taken = self.open.fetch_add(1, Ordering::AcqRel);
-        let slot = ConnectionSlot(&self.open);
-        (taken < self.limits.max_connections).then_some(slot)
-    }
-
     /// Every tenant.
     pub fn tenants(&self) -> impl Iterator<Item = &Arc<Tenant>> {
         self.tenants.values()
+    }
+
+    /// The tenant with this id.
+    pub fn tenant(&self, id: &str) -> Option<&Arc<Tenant>> {
+        self.tenants.get(id)
     }
 }

@@ -3,17 +3,31 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML schema and its validation (errors name file, key, reason).
+//! Bottom layer (no imports from the layers above):
+//! - [`config`]: the TOML schema, its defaults and validation (errors name file, key,
+//!   reason).
 //! - [`routes`]: route templates and route selection expressions.
-//! - [`gateway`]: tenants with loaded plugins; which tenant a request is for.
-//! - [`tenant`]: a tenant at run time: routes with resolved plugins, limits, registry.
-//! - [`registry`]: open connections, their outbound queues and close requests.
+//! - [`close`]: the one close-code rule and the close-reason limit.
+//! - [`metrics`]: Prometheus counters and gauges, their label enums (`GET /metrics`).
+//! - [`registry`]: connections as verbs (send, close, info, list, broadcast, count) over
+//!   the gateway's own message type; the in-process registry and the socket's end of a
+//!   connection.
 //! - [`handshake`]: reading and answering the HTTP upgrade request.
-//! - [`metrics`]: Prometheus counters and gauges (`GET /metrics` on the admin listener).
-//! - [`server`]: the WebSocket accept loop and the `$connect` step.
+//! - [`lazy_read`]: a socket read buffer that exists only while bytes are unread.
+//!
+//! Plugins and tenants:
+//! - [`plugin`]: the wasmtime engine, plugin loading, the instance pool, the event
+//!   runner and the host API.
+//! - [`tenant`]: a tenant in one snapshot: routes with resolved plugins, limits, registry.
+//! - [`credentials`]: which tenant a management credential belongs to.
+//! - [`gateway`]: what lives as long as the process, and the swappable [`gateway::Snapshot`]
+//!   of what a reload replaces.
+//!
+//! Transport:
+//! - [`server`]: the WebSocket accept loop, the upgrade and the `$connect` step.
 //! - [`socket`]: one task per connection: frames to events, queue to frames.
-//! - [`plugin`]: the wasmtime engine, plugin loading, instance pool and host API.
-//! - [`admin`]: the admin listener: health, AWS `@connections` and Yandex connection APIs.
+//! - [`admin`]: the admin listener: health, metrics, AWS `@connections` and Yandex
+//!   connection APIs.
 //! - [`client`]: a management API client (bearer or SigV4), used by the CLI.
 //!
 //! [`run`] takes bound listeners and a shutdown token from the caller, so tests can bind
@@ -21,7 +35,9 @@
 
 pub mod admin;
 pub mod client;
+pub mod close;
 pub mod config;
+pub mod credentials;
 pub mod gateway;
 pub mod handshake;
 pub mod lazy_read;
@@ -68,7 +84,7 @@ pub async fn run(
     ws_task.await?;
     let gateway = admin_task.await??;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while gateway.tenants().any(|t| !t.registry.is_empty()) {
+        while gateway.registered() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

@@ -68,6 +68,15 @@ impl<T> RouteTable<T> {
         Ok(())
     }
 
+    /// The value of exactly this template (not a match: a lookup by the stable key a
+    /// connection keeps). Tenants have few routes, so a scan beats hashing.
+    pub fn get(&self, template: &str) -> Option<&T> {
+        self.routes
+            .iter()
+            .find(|(t, _)| t == template)
+            .map(|(_, value)| value)
+    }
+
     /// The route matching `path` (the request path below the tenant, without query).
     pub fn at(&self, path: &str) -> Option<RouteMatch<'_, T>> {
         let matched = self.router.at(path).ok()?;

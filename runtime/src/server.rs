@@ -16,12 +16,13 @@ use tracing::{Instrument, Span, debug, error, info_span, warn};
 /// tungstenite's own read buffer per connection: the most it reads per call.
 const READ_BUFFER_BYTES: usize = 256;
 
-use crate::gateway::{ConnectionSlot, Gateway};
+use crate::gateway::{ConnectionSlot, Gateway, Snapshot};
 use crate::handshake::{self, ReadError, Refusal, Request};
 use crate::lazy_read::LazyReadStream;
+use crate::metrics::Limit;
 use crate::plugin::ConnectResponse;
-use crate::registry::{Connection, ConnectionMeta, Outbound, new_connection_id, now_ms};
-use crate::socket;
+use crate::registry::{Attachment, ConnectionMeta, new_connection_id, now_ms};
+use crate::socket::{self, RouteRef};
 use crate::tenant::{Route, Tenant};
 
 /// Accepts connections until `shutdown` is cancelled.
@@ -62,34 +63,44 @@ async fn handle(
     let Some(open) = Box::pin(open(stream, peer, &gateway)).await else {
         return;
     };
-    let (tenant, route) = (&open.tenant, &open.route);
-    Box::pin(socket::run(
-        open.socket,
-        open.connection,
-        open.outbound,
-        tenant,
-        route,
-        shutdown,
-    ))
-    .instrument(open.span)
+    let Open {
+        ws,
+        connection,
+        context,
+        slot,
+        span,
+    } = open;
+    Box::pin(
+        async move {
+            let (mut sink, mut stream) = ws.split();
+            let ended =
+                socket::serve(&mut sink, &mut stream, &connection, &context, &shutdown).await;
+            if ended.linger
+                && let Ok(ws) = sink.reunite(stream)
+            {
+                socket::lingering_close(ws.into_inner().into_inner()).await;
+            }
+            socket::finish(connection, &context, &ended).await;
+            // Counted towards the gateway's limit until the connection is gone.
+            drop(slot);
+        }
+        .instrument(span),
+    )
     .await;
 }
 
 /// An upgraded connection, ready for its socket loop.
-struct Open<'g> {
-    socket: (socket::Sink, socket::Stream),
-    connection: Arc<Connection>,
-    outbound: Outbound,
-    tenant: Arc<Tenant>,
-    route: Arc<Route>,
-    /// Held for the connection's life (dropped with the rest of `Open` when `handle`
-    /// ends): it counts towards the gateway's limit.
-    _slot: ConnectionSlot<'g>,
+struct Open {
+    ws: WebSocketStream<LazyReadStream>,
+    connection: Attachment,
+    context: socket::Context,
+    /// Held for the connection's life: it counts towards the gateway's limit.
+    slot: ConnectionSlot,
     span: Span,
 }
 
 /// Reads and checks the upgrade request, runs `$connect` and completes the upgrade.
-async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<Open<'_>> {
+async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gateway>) -> Option<Open> {
     let Accepted {
         stream,
         leftover,
@@ -100,23 +111,30 @@ async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<
         slot,
     } = accept(stream, peer, gateway).await?;
     let span = info_span!("connection", tenant = %tenant.id, route = %route.template, connection = %meta.id);
-    let (socket, connection, outbound) = upgrade(stream, leftover, &tenant, &route, meta, &key)
+    let (ws, connection) = upgrade(stream, leftover, &tenant, &route, meta, &key)
         .instrument(span.clone())
         .await?;
     span.in_scope(|| debug!("connected"));
+    let context = socket::Context {
+        route: RouteRef::Live {
+            gateway: gateway.clone(),
+            tenant: tenant.id.clone(),
+            template: route.template.clone(),
+        },
+        limits: tenant.limits.clone(),
+        metrics: tenant.metrics.clone(),
+    };
     Some(Open {
-        socket,
+        ws,
         connection,
-        outbound,
-        tenant,
-        route,
-        _slot: slot,
+        context,
+        slot,
         span,
     })
 }
 
 /// An upgrade request that passed every check before `$connect`.
-struct Accepted<'g> {
+struct Accepted {
     stream: TcpStream,
     /// Bytes the client sent after its request head.
     leftover: Vec<u8>,
@@ -126,17 +144,14 @@ struct Accepted<'g> {
     /// The client's `Sec-WebSocket-Key`.
     key: String,
     /// Held for the connection's life: it counts towards the gateway's limit.
-    slot: ConnectionSlot<'g>,
+    slot: ConnectionSlot,
 }
 
 /// Reads the request head and checks it; answers and returns `None` if it is refused.
-async fn accept(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    gateway: &Gateway,
-) -> Option<Accepted<'_>> {
+async fn accept(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<Accepted> {
     let _ = stream.set_nodelay(true);
-    let limits = &gateway.limits;
+    let snapshot = gateway.snapshot();
+    let limits = &snapshot.limits;
     let read = handshake::read_request(&mut stream, limits.max_request_head_bytes);
     let (request, leftover) = match tokio::time::timeout(limits.handshake_timeout, read).await {
         Ok(Ok(read)) => read,
@@ -174,7 +189,7 @@ async fn accept(
         handshake::respond(&mut stream, &refusal).await;
         return None;
     };
-    match prepare(gateway, &request, peer) {
+    match prepare(&snapshot, &request, peer).await {
         Ok((tenant, route, meta, key)) => Some(Accepted {
             stream,
             leftover,
@@ -204,7 +219,7 @@ async fn upgrade(
     route: &Route,
     meta: ConnectionMeta,
     key: &str,
-) -> Option<((socket::Sink, socket::Stream), Arc<Connection>, Outbound)> {
+) -> Option<(WebSocketStream<LazyReadStream>, Attachment)> {
     let (meta, accept_headers) = match run_connect(route, meta).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
@@ -214,16 +229,18 @@ async fn upgrade(
         }
     };
     // Register before the 101 goes out: once the client sees it, peers must be able
-    // to find it (a chat's join notice, a management POST).
-    let (connection, outbound) = Connection::new(meta, tenant.limits.outbound_queue_bytes);
-    tenant.registry.insert(connection.clone());
+    // to find it (a chat's join notice, a management POST). If the client left, the
+    // dropped attachment unregisters it.
+    let connection = tenant
+        .registry
+        .attach(meta, tenant.limits.outbound_queue_bytes)
+        .await;
     let response = handshake::switching_protocols(
         key,
-        connection.meta.subprotocol.as_deref(),
+        connection.meta().subprotocol.as_deref(),
         &accept_headers,
     );
     if let Err(err) = stream.write_all(response.as_bytes()).await {
-        tenant.registry.remove(connection.id());
         debug!(error = %err, "client left during the upgrade");
         return None;
     }
@@ -237,7 +254,7 @@ async fn upgrade(
     let stream = LazyReadStream::new(stream);
     let ws =
         WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
-    Some((ws.split(), connection, outbound))
+    Some((ws, connection))
 }
 
 /// What `prepare` yields: tenant, route, the connection's facts, the client's key.
@@ -245,13 +262,13 @@ type Prepared = (Arc<Tenant>, Arc<Route>, ConnectionMeta, String);
 
 /// Finds tenant and route and checks the upgrade and the tenant's limits; builds the
 /// connection's facts. A refusal names the tenant when it is known (for metrics).
-fn prepare(
-    gateway: &Gateway,
+async fn prepare(
+    snapshot: &Snapshot,
     request: &Request,
     peer: SocketAddr,
 ) -> Result<Prepared, (Option<Arc<Tenant>>, Refusal)> {
     let not_found = || (None, Refusal::new(404, "no such tenant or route\n"));
-    let (tenant, path) = gateway
+    let (tenant, path) = snapshot
         .resolve(request.header("host"), request.path())
         .ok_or_else(not_found)?;
     let refuse = |refusal: Refusal| (Some(tenant.clone()), refusal);
@@ -276,8 +293,8 @@ fn prepare(
             format!("origin {origin} is not allowed\n"),
         )));
     }
-    if tenant.registry.len() >= limits.max_connections {
-        tenant.metrics.limit_hit("max_connections");
+    if tenant.registry.count().await >= limits.max_connections {
+        tenant.metrics.limit_hit(Limit::MaxConnections);
         return Err(refuse(Refusal::new(
             429,
             "the tenant is at its connection limit; retry later\n",

@@ -16,11 +16,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -28,19 +27,69 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use crate::close::Close;
 use crate::config::TenantLimits;
-use crate::lazy_read::LazyReadStream;
+use crate::gateway::Gateway;
+use crate::metrics::{FailureKind, Limit, TenantMetrics};
 use crate::plugin::{self, Plugin};
-use crate::registry::{Connection, Outbound, new_connection_id};
-use crate::tenant::{Route, Tenant};
+use crate::registry::{Attachment, Payload, new_connection_id};
+use crate::tenant::Route;
 
 /// How long to wait for the peer's half of a close handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The writing half of an upgraded connection.
-pub type Sink = futures_util::stream::SplitSink<WebSocketStream<LazyReadStream>, Message>;
-/// The reading half of an upgraded connection.
-pub type Stream = futures_util::stream::SplitStream<WebSocketStream<LazyReadStream>>;
+/// How a connection finds its route at each event: by stable keys into the gateway's
+/// current snapshot, so a swapped config reaches live connections at their next event.
+#[derive(Clone)]
+pub enum RouteRef {
+    /// Looked up in the gateway's snapshot in force.
+    Live {
+        /// The gateway.
+        gateway: Arc<Gateway>,
+        /// The tenant id.
+        tenant: Arc<str>,
+        /// The route template.
+        template: Arc<str>,
+    },
+    /// Always this route (tests of the socket loop).
+    Fixed(Arc<Route>),
+}
+
+impl RouteRef {
+    /// The route as the config in force has it; `None` once a reload removed it.
+    pub fn current(&self) -> Option<Arc<Route>> {
+        match self {
+            RouteRef::Live {
+                gateway,
+                tenant,
+                template,
+            } => gateway.route(tenant, template),
+            RouteRef::Fixed(route) => Some(route.clone()),
+        }
+    }
+}
+
+/// What a connection's task knows of its tenant and route.
+pub struct Context {
+    /// Where its route is found.
+    pub route: RouteRef,
+    /// The tenant's client limits when the connection opened.
+    pub limits: Arc<TenantLimits>,
+    /// The tenant's metrics.
+    pub metrics: Arc<TenantMetrics>,
+}
+
+/// How a connection ended, for `$disconnect`, and whether the caller should linger:
+/// the gateway closed while the client may still be sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// The close code `$disconnect` hears.
+    pub code: u16,
+    /// The close reason.
+    pub reason: String,
+    /// Drain the client's input before dropping the socket (see [`lingering_close`]).
+    pub linger: bool,
+}
 
 /// How the writer ended, when it ended first.
 enum WriteEnd {
@@ -58,45 +107,49 @@ enum ReadEnd {
     PeerClosed(Option<CloseFrame>),
     /// The gateway closes: the peer broke a rule, or a timer expired. This close must
     /// be sent.
-    Closing(CloseFrame),
+    Closing(Close),
     /// The client did not answer the previous ping.
     DeadPeer,
     /// The socket failed without a close handshake.
     Dropped,
 }
 
-/// Serves an upgraded connection until it closes, then runs `$disconnect` and removes it.
-pub async fn run(
-    (mut sink, mut stream): (Sink, Stream),
-    connection: Arc<Connection>,
-    outbound: Outbound,
-    tenant: &Tenant,
-    route: &Route,
-    shutdown: CancellationToken,
-) {
+/// Serves an upgraded connection until it closes: frames from `stream` become events,
+/// the outbound queue goes to `sink`. Generic over both halves so the loop can be
+/// tested over channels.
+pub async fn serve<S, R>(
+    sink: &mut S,
+    stream: &mut R,
+    connection: &Attachment,
+    context: &Context,
+    shutdown: &CancellationToken,
+) -> Ended
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
+{
     let mut linger = false;
+    let metrics = &context.metrics;
     let (code, reason) = {
         // Pinned where they are built: a move would make the task reserve room for
         // each future twice, and every idle connection pays for that space.
-        let mut reader = std::pin::pin!(read_loop(&mut stream, &connection, route, tenant));
-        let mut writer =
-            std::pin::pin!(write_loop(&mut sink, outbound, &connection, &tenant.limits));
+        let mut reader = std::pin::pin!(read_loop(stream, connection, context));
+        let mut writer = std::pin::pin!(write_loop(sink, connection, &context.limits));
         tokio::select! {
             end = &mut reader => match end {
                 ReadEnd::PeerClosed(frame) => {
                     connection.mark_closing();
                     frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()))
                 }
-                ReadEnd::Closing(frame) => {
-                    let sent = (u16::from(frame.code), frame.reason.to_string());
+                ReadEnd::Closing(close) => {
                     // The writer owns the sink: ask it to send the close.
-                    let _ = connection.close(frame);
+                    let _ = connection.close(&close);
                     linger = matches!(tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await, Ok(WriteEnd::Closed(_)));
-                    sent
+                    (close.code, close.reason)
                 }
                 ReadEnd::DeadPeer => {
                     connection.mark_closing();
-                    tenant.metrics.limit_hit("dead_peer");
+                    metrics.limit_hit(Limit::DeadPeer);
                     (1006, "no answer to ping".to_owned())
                 }
                 ReadEnd::Dropped => {
@@ -114,7 +167,7 @@ pub async fn run(
                 // dropped, and $disconnect hears why.
                 WriteEnd::SlowConsumer => {
                     connection.mark_closing();
-                    tenant.metrics.limit_hit("slow_consumer");
+                    metrics.limit_hit(Limit::SlowConsumer);
                     (1008, "slow consumer".to_owned())
                 }
                 WriteEnd::Failed => {
@@ -123,36 +176,47 @@ pub async fn run(
                 }
             },
             () = shutdown.cancelled() => {
-                let _ = connection.close(CloseFrame { code: CloseCode::Away, reason: "gateway shutting down".into() });
+                let _ = connection.close(&Close::gateway(1001, "gateway shutting down"));
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
                 (1001, "gateway shutting down".to_owned())
             }
         }
     };
     debug!(code, reason = %reason, "closed");
+    Ended {
+        code,
+        reason,
+        linger,
+    }
+}
+
+/// Runs `$disconnect` (on the route as the config in force has it), counts the close,
+/// and drops the connection's end, which removes it from the registry.
+pub async fn finish(connection: Attachment, context: &Context, ended: &Ended) {
     // Futures awaited here and in `read_loop` are boxed: a plugin event's future is
     // large and lives only while it runs, and inline it would be part of every
     // connection's task for the connection's whole life (idle ones included).
-    if linger && let Ok(ws) = sink.reunite(stream) {
-        Box::pin(lingering_close(ws.into_inner().into_inner())).await;
-    }
-
-    if let Some(plugin) = &route.disconnect
-        && let Err(err) =
-            Box::pin(plugin.on_disconnect(&route.template, &connection.meta.id, code, &reason))
-                .await
+    if let Some(route) = context.route.current()
+        && let Some(plugin) = &route.disconnect
+        && let Err(err) = Box::pin(plugin.on_disconnect(
+            &route.template,
+            connection.id(),
+            ended.code,
+            &ended.reason,
+        ))
+        .await
     {
         error!(plugin = %plugin.name(), kind = %err.kind(), error = %err, "$disconnect failed");
     }
-    tenant.registry.remove(connection.id());
-    tenant.metrics.connection_closed(code);
+    context.metrics.connection_closed(ended.code);
+    drop(connection);
 }
 
 /// After the gateway closes, the client may still be sending (the rest of an oversize
 /// message, a flood). Dropping a socket with unread input makes the kernel send a reset,
 /// which can destroy our close frame before the client reads it; so half-close, discard
 /// input until the client closes too, and only then drop.
-async fn lingering_close(mut tcp: TcpStream) {
+pub async fn lingering_close(mut tcp: TcpStream) {
     let _ = tcp.shutdown().await;
     let mut discard = [0u8; 4096];
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -202,29 +266,17 @@ impl MessageRate {
 }
 
 fn closing(code: CloseCode, reason: impl Into<String>) -> ReadEnd {
-    let mut reason = reason.into();
-    debug!(code = u16::from(code), %reason, "the gateway closes the connection");
-    // A close frame has room for 123 bytes of reason.
-    if reason.len() > 123 {
-        let mut end = 123;
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        reason.truncate(end);
-    }
-    ReadEnd::Closing(CloseFrame {
-        code,
-        reason: reason.into(),
-    })
+    let close = Close::gateway(code.into(), reason);
+    debug!(code = close.code, reason = %close.reason, "the gateway closes the connection");
+    ReadEnd::Closing(close)
 }
 
-async fn read_loop(
-    stream: &mut Stream,
-    connection: &Connection,
-    route: &Route,
-    tenant: &Tenant,
-) -> ReadEnd {
-    let limits = &tenant.limits;
+async fn read_loop<R>(stream: &mut R, connection: &Attachment, context: &Context) -> ReadEnd
+where
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let limits = &context.limits;
+    let metrics = &context.metrics;
     let mut peer_close = None;
     let mut rate = MessageRate::new(limits);
     let expires = Instant::now() + limits.max_connection_age;
@@ -245,11 +297,11 @@ async fn read_loop(
             () = &mut timer, if peer_close.is_none() => {
                 let now = Instant::now();
                 if now >= expires {
-                    tenant.metrics.limit_hit("max_age");
+                    metrics.limit_hit(Limit::MaxAge);
                     return closing(CloseCode::Away, "maximum connection age reached");
                 }
                 if now >= idle_until {
-                    tenant.metrics.limit_hit("idle");
+                    metrics.limit_hit(Limit::Idle);
                     return closing(CloseCode::Away, "idle timeout");
                 }
                 if now >= next_ping {
@@ -258,9 +310,8 @@ async fn read_loop(
                         return ReadEnd::DeadPeer;
                     }
                     awaiting_pong = true;
-                    // Pings go through the queue: the writer owns the sink. An empty
-                    // ping takes none of the byte budget.
-                    let _ = connection.send(Message::Ping(Default::default()));
+                    // Pings go through the queue: the writer owns the sink.
+                    connection.ping();
                     next_ping = now + limits.ping_interval;
                 }
                 timer.as_mut().reset(idle_until.min(expires).min(next_ping));
@@ -271,22 +322,25 @@ async fn read_loop(
         awaiting_pong = false;
         match item {
             Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                let Some(payload) = Payload::from_message(message) else {
+                    continue;
+                };
                 let now = Instant::now();
                 idle_until = now + limits.idle_timeout;
                 connection.touch();
-                tenant.metrics.message_in();
+                metrics.message_in();
                 let Some(rate) = rate.as_mut() else {
-                    Box::pin(dispatch(connection, route, tenant, message)).await;
+                    Box::pin(dispatch(connection, context, payload)).await;
                     continue;
                 };
                 if rate.allow(now) {
-                    Box::pin(dispatch(connection, route, tenant, message)).await;
+                    Box::pin(dispatch(connection, context, payload)).await;
                 } else if f64::from(rate.dropped) > rate.burst {
-                    tenant.metrics.limit_hit("message_flood");
+                    metrics.limit_hit(Limit::MessageFlood);
                     return closing(CloseCode::Policy, "message rate exceeded");
                 } else if rate.dropped == 1 {
                     // One error frame per run of drops: a flood must not be amplified.
-                    tenant.metrics.limit_hit("message_rate");
+                    metrics.limit_hit(Limit::MessageRate);
                     Box::pin(error_frame(
                         connection,
                         "Too many requests: the connection's message rate is exceeded",
@@ -303,7 +357,7 @@ async fn read_loop(
             Ok(Message::Close(frame)) => peer_close = Some(frame),
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => break,
             Err(WsError::Capacity(err)) => {
-                tenant.metrics.limit_hit("message_size");
+                metrics.limit_hit(Limit::MessageSize);
                 return closing(CloseCode::Size, format!("message too big: {err}"));
             }
             Err(WsError::Utf8(_)) => {
@@ -328,12 +382,10 @@ async fn read_loop(
 
 /// Writes queued messages (pings included), flushing once per burst, and sends the close
 /// when one is asked for (after what was queued before it).
-async fn write_loop(
-    sink: &mut Sink,
-    mut outbound: Outbound,
-    connection: &Connection,
-    limits: &TenantLimits,
-) -> WriteEnd {
+async fn write_loop<S>(sink: &mut S, connection: &Attachment, limits: &TenantLimits) -> WriteEnd
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
     let write_timeout = limits.write_timeout;
     // Each write is bounded by the write timeout: a client that reads nothing is a slow
     // consumer and is dropped rather than holding memory.
@@ -356,7 +408,7 @@ async fn write_loop(
         tokio::select! {
             biased;
             frame = connection.close_requested() => {
-                for message in outbound.take_all() {
+                for message in connection.take_all() {
                     let len = message.len();
                     write!(sink.feed(message));
                     connection.release(len);
@@ -364,7 +416,7 @@ async fn write_loop(
                 write!(sink.send(Message::Close(Some(frame.clone()))));
                 return WriteEnd::Closed(frame);
             }
-            burst = outbound.recv_all() => {
+            burst = connection.recv_all() => {
                 // The burst is bounded by the queue's byte budget.
                 for message in burst {
                     let len = message.len();
@@ -377,21 +429,23 @@ async fn write_loop(
     }
 }
 
-/// Runs the plugin a message selects and queues its reply.
-async fn dispatch(connection: &Connection, route: &Route, tenant: &Tenant, message: Message) {
-    let Some((key, plugin)) = route.select(&message) else {
+/// Runs the plugin a message selects (on the route as the config in force has it) and
+/// queues its reply.
+async fn dispatch(connection: &Attachment, context: &Context, payload: Payload) {
+    let Some(route) = context.route.current() else {
+        return error_frame(connection, "Forbidden").await;
+    };
+    let Some((key, plugin)) = route.select(&payload) else {
         // As AWS answers a message that matches no route and there is no $default.
         return error_frame(connection, "Forbidden").await;
     };
-    let Some(guest_message) = plugin::message_from_ws(&message) else {
-        return;
-    };
-    drop(message);
+    let message = plugin::guest_message(&payload);
+    drop(payload);
     match plugin
-        .on_message(&route.template, &connection.meta.id, &key, &guest_message)
+        .on_message(&route.template, connection.id(), &key, message)
         .await
     {
-        Ok(Some(reply)) => reply_to(connection, plugin, plugin::message_to_ws(reply), tenant).await,
+        Ok(Some(reply)) => reply_to(connection, plugin, plugin::payload(reply), context).await,
         Ok(None) => {}
         Err(err) => {
             error!(plugin = %plugin.name(), route_key = %key, kind = %err.kind(), error = %err, "message handler failed");
@@ -401,24 +455,24 @@ async fn dispatch(connection: &Connection, route: &Route, tenant: &Tenant, messa
 }
 
 /// Queues a reply, waiting for room. The tenant's size cap applies to replies too.
-async fn reply_to(connection: &Connection, plugin: &Plugin, reply: Message, tenant: &Tenant) {
-    let limit = tenant.limits.max_message_bytes;
+async fn reply_to(connection: &Attachment, plugin: &Plugin, reply: Payload, context: &Context) {
+    let limit = context.limits.max_message_bytes;
     if reply.len() > limit {
         warn!(plugin = %plugin.name(), size = reply.len(), limit, "reply larger than the tenant's max message size; dropped");
-        plugin.record_failure("reply_too_large");
+        plugin.record_failure(FailureKind::ReplyTooLarge);
         return error_frame(connection, "Internal server error").await;
     }
-    let _ = connection.send_reply(reply).await;
+    let _ = connection.reply(reply).await;
 }
 
 /// Sends an error frame shaped as AWS sends them.
-async fn error_frame(connection: &Connection, message: &str) {
+async fn error_frame(connection: &Attachment, message: &str) {
     let body = serde_json::json!({
         "message": message,
-        "connectionId": &*connection.meta.id,
+        "connectionId": &**connection.id(),
         "requestId": &*new_connection_id(),
     });
-    let _ = connection.send_reply(Message::text(body.to_string())).await;
+    let _ = connection.reply(Payload::text(body.to_string())).await;
 }
 
 #[cfg(test)]
@@ -446,5 +500,224 @@ mod tests {
         assert!(rate.allow(start + Duration::from_millis(100)));
         assert_eq!(rate.dropped, 0);
         assert!(!rate.allow(start + Duration::from_millis(100)));
+    }
+
+    /// The socket loop over channels, with tokio's clock paused: timers fire as soon
+    /// as nothing else can run, so an hour of idle takes no time.
+    mod over_channels {
+        use std::time::Duration;
+
+        use futures_channel::mpsc;
+        use futures_util::{SinkExt, StreamExt};
+        use tokio::task::JoinHandle;
+        use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+        use tokio_util::sync::CancellationToken;
+
+        use crate::config::TenantLimits;
+        use crate::metrics::Metrics;
+        use crate::registry::{ConnectionMeta, LocalRegistry, Pairs, new_connection_id, now_ms};
+        use crate::socket::{Context, Ended, RouteRef, finish, serve};
+        use crate::tenant::Route;
+        use std::sync::Arc;
+
+        /// The client's side of a connection under test.
+        struct Client {
+            /// Frames the client sends (or errors its socket reports).
+            to_server: mpsc::UnboundedSender<Result<Message, WsError>>,
+            /// Frames the server wrote.
+            from_server: mpsc::UnboundedReceiver<Message>,
+            /// How the server's loop ended, and the registry it left.
+            ended: JoinHandle<(Ended, usize)>,
+        }
+
+        fn meta() -> ConnectionMeta {
+            ConnectionMeta {
+                id: new_connection_id(),
+                tenant: "t".into(),
+                route: "/r".into(),
+                path: "/r".into(),
+                uri: "/r".into(),
+                headers: Pairs::default(),
+                path_params: Pairs::default(),
+                query_params: Pairs::default(),
+                source_ip: "127.0.0.1".into(),
+                user_agent: None,
+                requested_subprotocols: vec![],
+                subprotocol: None,
+                connected_at: now_ms(),
+            }
+        }
+
+        /// Serves one connection of a route with no plugins under `limits`.
+        fn start(limits: TenantLimits) -> Client {
+            let (to_server, mut stream) = mpsc::unbounded();
+            let (sink, from_server) = mpsc::unbounded::<Message>();
+            let registry = LocalRegistry::default();
+            let connection = registry.attach_now(meta(), limits.outbound_queue_bytes);
+            let context = Context {
+                route: RouteRef::Fixed(Arc::new(Route::empty("/r"))),
+                limits: Arc::new(limits),
+                metrics: Arc::new(Metrics::new().tenant("t")),
+            };
+            let ended = tokio::spawn(async move {
+                let mut sink = sink.sink_map_err(|_| WsError::ConnectionClosed);
+                let shutdown = CancellationToken::new();
+                let ended = serve(&mut sink, &mut stream, &connection, &context, &shutdown).await;
+                finish(connection, &context, &ended).await;
+                (ended, registry.len())
+            });
+            Client {
+                to_server,
+                from_server,
+                ended,
+            }
+        }
+
+        fn limits() -> TenantLimits {
+            TenantLimits {
+                idle_timeout: Duration::from_secs(600),
+                max_connection_age: Duration::from_secs(7200),
+                ping_interval: Duration::from_secs(3600),
+                ..TenantLimits::default()
+            }
+        }
+
+        impl Client {
+            async fn next(&mut self) -> Message {
+                self.from_server
+                    .next()
+                    .await
+                    .expect("the server's sink closed")
+            }
+
+            async fn close_frame(&mut self) -> (u16, String) {
+                loop {
+                    match self.next().await {
+                        Message::Close(Some(frame)) => {
+                            return (frame.code.into(), frame.reason.to_string());
+                        }
+                        Message::Close(None) => panic!("a close without a code"),
+                        _ => continue,
+                    }
+                }
+            }
+
+            fn send(&self, message: Message) {
+                self.to_server.unbounded_send(Ok(message)).unwrap();
+            }
+
+            /// The client closes its socket; the server's loop then ends.
+            async fn ended(self) -> (Ended, usize) {
+                drop(self.to_server);
+                self.ended.await.unwrap()
+            }
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn an_idle_connection_is_closed_at_the_idle_timeout() {
+            let started = tokio::time::Instant::now();
+            let mut client = start(limits());
+            assert_eq!(client.close_frame().await, (1001, "idle timeout".into()));
+            assert_eq!(started.elapsed(), Duration::from_secs(600));
+            let (ended, left) = client.ended().await;
+            assert_eq!((ended.code, ended.linger), (1001, true));
+            assert_eq!(left, 0, "the connection is unregistered");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn activity_defers_the_idle_timeout_but_not_the_maximum_age() {
+            let started = tokio::time::Instant::now();
+            let mut client = start(TenantLimits {
+                idle_timeout: Duration::from_secs(60),
+                max_connection_age: Duration::from_secs(150),
+                ..limits()
+            });
+            // Pings at 40, 80 and 120 s keep a 60 s idle timeout away.
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_secs(40)).await;
+                client.send(Message::Ping(Default::default()));
+            }
+            assert_eq!(
+                client.close_frame().await,
+                (1001, "maximum connection age reached".into())
+            );
+            assert_eq!(started.elapsed(), Duration::from_secs(150));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_peer_that_answers_no_ping_is_dropped_at_the_next_one() {
+            let started = tokio::time::Instant::now();
+            let mut client = start(TenantLimits {
+                ping_interval: Duration::from_secs(20),
+                ..limits()
+            });
+            assert!(matches!(client.next().await, Message::Ping(_)));
+            assert_eq!(started.elapsed(), Duration::from_secs(20));
+            let (ended, left) = client.ended.await.unwrap();
+            assert_eq!(
+                (ended.code, ended.reason.as_str()),
+                (1006, "no answer to ping")
+            );
+            assert_eq!(started.elapsed(), Duration::from_secs(40));
+            assert_eq!(left, 0);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_peer_that_answers_pings_stays() {
+            let mut client = start(TenantLimits {
+                ping_interval: Duration::from_secs(20),
+                ..limits()
+            });
+            for _ in 0..10 {
+                assert!(matches!(client.next().await, Message::Ping(_)));
+                client.send(Message::Pong(Default::default()));
+            }
+            client.send(Message::Close(None));
+            let (ended, _) = client.ended().await;
+            assert_eq!(ended.code, 1005, "the client closed, without a code");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_flood_past_the_rate_gets_one_error_then_a_1008() {
+            let mut client = start(TenantLimits {
+                message_rate: Some(2),
+                message_burst: Some(2),
+                ..limits()
+            });
+            // Within the burst: no plugin handles the route, so each gets AWS's answer.
+            for _ in 0..2 {
+                client.send(Message::text("m"));
+                let reply = client.next().await;
+                assert!(reply.to_text().unwrap().contains("Forbidden"), "{reply:?}");
+            }
+            // The third, at the same instant, is over the rate: one error for the run.
+            for _ in 0..3 {
+                client.send(Message::text("m"));
+            }
+            let reply = client.next().await;
+            assert!(
+                reply.to_text().unwrap().contains("Too many requests"),
+                "{reply:?}"
+            );
+            assert_eq!(
+                client.close_frame().await,
+                (1008, "message rate exceeded".into())
+            );
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_rate_refills_with_time() {
+            let mut client = start(TenantLimits {
+                message_rate: Some(1),
+                message_burst: Some(1),
+                ..limits()
+            });
+            for _ in 0..5 {
+                client.send(Message::text("m"));
+                let reply = client.next().await;
+                assert!(reply.to_text().unwrap().contains("Forbidden"), "{reply:?}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }

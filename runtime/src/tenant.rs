@@ -1,16 +1,15 @@
-//! A tenant at run time: its routes with their plugins resolved, its limits and its own
-//! connection registry.
+//! A tenant at run time, as one snapshot of the config sees it: its routes with their
+//! plugins resolved, its limits and credentials, and its connection registry (which
+//! outlives snapshots).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio_tungstenite::tungstenite::Message;
-
 use crate::config::{self, TenantConfig, TenantLimits};
 use crate::metrics::TenantMetrics;
 use crate::plugin::Plugin;
-use crate::registry::Registry;
+use crate::registry::{Payload, Registry};
 use crate::routes::{RouteTable, SelectionExpression};
 
 /// A tenant, ready to serve.
@@ -18,8 +17,8 @@ use crate::routes::{RouteTable, SelectionExpression};
 pub struct Tenant {
     /// The tenant id.
     pub id: Arc<str>,
-    /// Client limits.
-    pub limits: TenantLimits,
+    /// Client limits; shared with the connections opened under them.
+    pub limits: Arc<TenantLimits>,
     /// The tenant's connections, and no one else's.
     pub registry: Arc<dyn Registry>,
     /// Routes by template.
@@ -28,8 +27,8 @@ pub struct Tenant {
     pub credentials: config::Credentials,
     /// The management API rate limit (requests per second, with a burst).
     pub api_limiter: governor::DefaultDirectRateLimiter,
-    /// The tenant's metrics.
-    pub metrics: TenantMetrics,
+    /// The tenant's metrics; shared with its connections.
+    pub metrics: Arc<TenantMetrics>,
 }
 
 /// A route with its plugins resolved.
@@ -81,10 +80,22 @@ impl Route {
         }
     }
 
+    /// A route without plugins: every message answers as an unrouted one.
+    pub fn empty(template: &str) -> Route {
+        Route {
+            template: template.into(),
+            selection: None,
+            connect: None,
+            disconnect: None,
+            default: None,
+            keys: HashMap::new(),
+        }
+    }
+
     /// The route key and plugin for a message: the selection expression's value when it
     /// names a key, else `$default`. `None` when nothing handles it.
-    pub fn select(&self, message: &Message) -> Option<(Cow<'static, str>, &Arc<Plugin>)> {
-        if let (Some(expr), Message::Text(text)) = (&self.selection, message)
+    pub fn select(&self, payload: &Payload) -> Option<(Cow<'static, str>, &Arc<Plugin>)> {
+        if let (Some(expr), Payload::Text(text)) = (&self.selection, payload)
             && let Some(key) = expr.select(text)
             && let Some(plugin) = self.keys.get(&key)
         {
@@ -103,7 +114,7 @@ impl Tenant {
         config: &TenantConfig,
         plugins: &HashMap<String, Arc<Plugin>>,
         registry: Arc<dyn Registry>,
-        metrics: TenantMetrics,
+        metrics: Arc<TenantMetrics>,
     ) -> Tenant {
         let mut routes = RouteTable::builder();
         for (template, route) in &config.routes {
@@ -113,7 +124,7 @@ impl Tenant {
         }
         Tenant {
             id: id.into(),
-            limits: config.limits.clone(),
+            limits: Arc::new(config.limits.clone()),
             registry,
             routes,
             credentials: config.credentials.clone(),
@@ -127,5 +138,10 @@ impl Tenant {
             ),
             metrics,
         }
+    }
+
+    /// The route with exactly this template.
+    pub fn route(&self, template: &str) -> Option<&Arc<Route>> {
+        self.routes.get(template)
     }
 }

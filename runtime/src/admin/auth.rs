@@ -12,7 +12,6 @@
 //!   repeating a GET changes nothing. SigV4 has no nonce, so two identical POSTs signed
 //!   in the same second are indistinguishable from a replay.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,16 +23,16 @@ use axum::http::{HeaderMap, Method, Uri};
 use dashmap::DashMap;
 
 use super::error::ApiError;
-use crate::gateway::Gateway;
+use crate::credentials::Keys;
 use crate::tenant::Tenant;
 
 /// Largest accepted difference between `x-amz-date` and our clock (AWS uses 5 minutes).
 pub const MAX_SKEW: Duration = Duration::from_secs(300);
 
-/// Credentials of every tenant, indexed for lookup.
+/// Checks management credentials against a snapshot's [`Keys`], and remembers signed
+/// writes against replays (for the process's life, across snapshots).
+#[derive(Default)]
 pub struct Authenticator {
-    bearer: HashMap<String, Arc<Tenant>>,
-    aws: HashMap<String, (Arc<Tenant>, String)>,
     /// Signatures seen within the skew window, with when they may be forgotten.
     seen: DashMap<String, u64>,
     /// Requests since the last sweep of `seen`.
@@ -41,36 +40,11 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Indexes the credentials of every tenant.
-    pub fn new(gateway: &Gateway) -> Self {
-        let mut bearer = HashMap::new();
-        let mut aws = HashMap::new();
-        for tenant in gateway.tenants() {
-            for key in &tenant.credentials.bearer_keys {
-                bearer.insert(key.expose().to_owned(), tenant.clone());
-            }
-            for credential in &tenant.credentials.aws {
-                aws.insert(
-                    credential.access_key_id.clone(),
-                    (
-                        tenant.clone(),
-                        credential.secret_access_key.expose().to_owned(),
-                    ),
-                );
-            }
-        }
-        Self {
-            bearer,
-            aws,
-            seen: DashMap::new(),
-            since_sweep: AtomicU64::new(0),
-        }
-    }
-
     /// The tenant the request's credentials belong to, and for a signed request that
     /// changes something, the key under which it is remembered against replays.
     pub fn authenticate(
         &self,
+        keys: &Keys,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -82,14 +56,13 @@ impl Authenticator {
             .to_str()
             .map_err(|_| ApiError::Forbidden("the Authorization header is not valid text".into()))?;
         if let Some(key) = authorization.strip_prefix("Bearer ") {
-            return self
-                .bearer
-                .get(key.trim())
+            return keys
+                .bearer(key.trim())
                 .map(|tenant| (tenant.clone(), None))
                 .ok_or_else(|| ApiError::Forbidden("the bearer key is not valid".into()));
         }
         if let Some(fields) = authorization.strip_prefix("AWS4-HMAC-SHA256 ") {
-            return self.verify_sigv4(fields, method, uri, headers, body);
+            return self.verify_sigv4(keys, fields, method, uri, headers, body);
         }
         Err(ApiError::Forbidden(
             "unsupported Authorization scheme: use `Bearer <key>` or AWS SigV4 (AWS4-HMAC-SHA256)"
@@ -99,6 +72,7 @@ impl Authenticator {
 
     fn verify_sigv4(
         &self,
+        keys: &Keys,
         fields: &str,
         method: &Method,
         uri: &Uri,
@@ -118,7 +92,7 @@ impl Authenticator {
                 "the credential scope must be for service execute-api",
             ));
         }
-        let (tenant, secret) = self.aws.get(access_key).ok_or_else(|| {
+        let (tenant, secret) = keys.aws(access_key).ok_or_else(|| {
             forbidden(
                 "The security token included in the request is invalid: unknown access key id",
             )
@@ -172,7 +146,7 @@ impl Authenticator {
             }
         }
 
-        let identity = Credentials::new(access_key, secret.as_str(), None, None, "wsgate").into();
+        let identity = Credentials::new(access_key, secret, None, None, "wsgate").into();
         let mut settings = SigningSettings::default();
         settings.excluded_headers = None;
         let params = v4::SigningParams::builder()

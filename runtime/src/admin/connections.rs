@@ -1,14 +1,12 @@
 //! The management operations both APIs share: find, post, describe, close, list.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+use super::Query;
 use super::error::ApiError;
-use crate::registry::{Connection, DeliveryError, ListFilter, Pairs};
+use crate::close::Close;
+use crate::registry::{ConnectionInfo, DeliveryError, ListFilter, PageRequest, Pairs, Payload};
 use crate::tenant::Tenant;
 
 /// How posted data becomes a frame.
@@ -22,10 +20,10 @@ pub enum FrameType {
     Binary,
 }
 
-/// An open connection of `tenant`, or 410.
-pub fn find(tenant: &Tenant, id: &str) -> Result<Arc<Connection>, ApiError> {
-    match tenant.registry.get(id) {
-        Some(connection) if !connection.is_closing() => Ok(connection),
+/// An open connection of `tenant`, or 410 (a closing one is gone, as AWS says).
+pub async fn find(tenant: &Tenant, id: &str) -> Result<ConnectionInfo, ApiError> {
+    match tenant.registry.info(id).await {
+        Ok(info) if !info.closing => Ok(info),
         _ => Err(gone(id)),
     }
 }
@@ -38,7 +36,12 @@ fn gone(id: &str) -> ApiError {
 }
 
 /// Queues `data` for the connection.
-pub fn post(tenant: &Tenant, id: &str, data: Bytes, frame: FrameType) -> Result<(), ApiError> {
+pub async fn post(
+    tenant: &Tenant,
+    id: &str,
+    data: Bytes,
+    frame: FrameType,
+) -> Result<(), ApiError> {
     let max = tenant.limits.max_message_bytes;
     if data.len() > max {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -46,11 +49,10 @@ pub fn post(tenant: &Tenant, id: &str, data: Bytes, frame: FrameType) -> Result<
             data.len()
         )));
     }
-    let connection = find(tenant, id)?;
-    let message = match (frame, std::str::from_utf8(&data).is_ok()) {
-        (FrameType::Binary, _) | (FrameType::Auto, false) => Message::Binary(data),
+    let payload = match (frame, std::str::from_utf8(&data).is_ok()) {
+        (FrameType::Binary, _) | (FrameType::Auto, false) => Payload::Binary(data),
         (FrameType::Text | FrameType::Auto, true) => {
-            Message::Text(data.try_into().expect("checked to be UTF-8"))
+            Payload::Text(data.try_into().expect("checked to be UTF-8"))
         }
         (FrameType::Text, false) => {
             return Err(ApiError::BadRequest(
@@ -58,57 +60,37 @@ pub fn post(tenant: &Tenant, id: &str, data: Bytes, frame: FrameType) -> Result<
             ));
         }
     };
-    connection.send(message).map_err(|err| match err {
-        DeliveryError::Gone => gone(id),
-        DeliveryError::QueueFull => ApiError::LimitExceeded(
-            "the client's outbound queue is full: it is not reading fast enough; retry later"
-                .into(),
-        ),
-    })
+    tenant
+        .registry
+        .send(id, payload)
+        .await
+        .map_err(|err| match err {
+            DeliveryError::Gone => gone(id),
+            DeliveryError::QueueFull => ApiError::LimitExceeded(
+                "the client's outbound queue is full: it is not reading fast enough; retry later"
+                    .into(),
+            ),
+        })
 }
 
-/// Closes the connection with `code` and `reason`.
-pub fn close(tenant: &Tenant, id: &str, code: u16, reason: &str) -> Result<(), ApiError> {
-    let connection = find(tenant, id)?;
-    connection
-        .close(close_frame(code, reason))
-        .map_err(|_| gone(id))
+/// Closes the connection.
+pub async fn close(tenant: &Tenant, id: &str, close: Close) -> Result<(), ApiError> {
+    tenant.registry.close(id, close).await.map_err(|_| gone(id))
 }
 
-fn close_frame(code: u16, reason: &str) -> CloseFrame {
-    CloseFrame {
-        code: code.into(),
-        reason: reason.to_owned().into(),
-    }
-}
-
-/// Reads `code` and `reason` from a DELETE's query (default 1000, ""). Codes are 1000 or
-/// an application code 4000–4999; a close reason holds at most 123 bytes.
-pub fn close_params(query: &[(String, String)]) -> Result<(u16, String), ApiError> {
-    let get = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let code = match get("code") {
+/// Reads `code` and `reason` from a DELETE's query (default 1000, ""), under the one
+/// close rule of [`Close::requested`].
+pub fn close_params(query: &Query) -> Result<Close, ApiError> {
+    let code = match query.get("code") {
         None => 1000,
-        Some(text) => match text.parse::<u16>() {
-            Ok(code) if code == 1000 || (4000..=4999).contains(&code) => code,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "code {text:?} is not allowed: use 1000 or 4000-4999"
-                )));
-            }
-        },
+        Some(text) => text.parse::<u16>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "code {text:?} is not a close code: use 1000 or 3000-4999"
+            ))
+        })?,
     };
-    let reason = get("reason").unwrap_or_default().to_owned();
-    if reason.len() > 123 {
-        return Err(ApiError::BadRequest(
-            "reason is longer than the 123 bytes a close frame holds".into(),
-        ));
-    }
-    Ok((code, reason))
+    Close::requested(code, query.get("reason").unwrap_or_default())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// ISO 8601 / RFC 3339 with milliseconds, UTC: what AWS and Yandex both send.
@@ -134,11 +116,11 @@ fn pairs_to_object(pairs: &Pairs) -> Value {
 }
 
 /// AWS's GetConnection body plus wsgate's own fields.
-pub fn describe(connection: &Connection) -> Value {
+pub fn describe(connection: &ConnectionInfo) -> Value {
     let meta = &connection.meta;
     json!({
         "connectedAt": timestamp(meta.connected_at),
-        "lastActiveAt": timestamp(connection.last_active_at()),
+        "lastActiveAt": timestamp(connection.last_active_at),
         "identity": {
             "sourceIp": meta.source_ip,
             "userAgent": meta.user_agent.as_deref().unwrap_or(""),
@@ -155,7 +137,7 @@ pub fn describe(connection: &Connection) -> Value {
 }
 
 /// Yandex's Connection resource.
-pub fn describe_yandex(connection: &Connection) -> Value {
+pub fn describe_yandex(connection: &ConnectionInfo) -> Value {
     let meta = &connection.meta;
     json!({
         "id": &*meta.id,
@@ -165,22 +147,16 @@ pub fn describe_yandex(connection: &Connection) -> Value {
             "userAgent": meta.user_agent.as_deref().unwrap_or(""),
         },
         "connectedAt": timestamp(meta.connected_at),
-        "lastActiveAt": timestamp(connection.last_active_at()),
+        "lastActiveAt": timestamp(connection.last_active_at),
     })
 }
 
 /// Largest page `list` returns.
 pub const MAX_PAGE: usize = 1000;
 
-/// One page of the tenant's connections, ordered by id, after `next_token`.
-pub fn list(tenant: &Tenant, query: &[(String, String)]) -> Result<Value, ApiError> {
-    let get = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let limit = match get("limit") {
+/// One page of the tenant's connections, ordered by id, after `nextToken`.
+pub async fn list(tenant: &Tenant, query: &Query) -> Result<Value, ApiError> {
+    let limit = match query.get("limit") {
         None => 100,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
@@ -192,36 +168,22 @@ pub fn list(tenant: &Tenant, query: &[(String, String)]) -> Result<Value, ApiErr
         },
     };
     let filter = ListFilter {
-        route: get("route").map(str::to_owned),
-        path: get("path").map(str::to_owned),
+        route: query.get("route").map(str::to_owned),
+        path: query.get("path").map(str::to_owned),
     };
-    let after = get("nextToken").unwrap_or("");
-    let mut connections: Vec<_> = tenant
-        .registry
-        .list(&filter)
-        .into_iter()
-        .filter(|c| c.id() > after)
-        .collect();
-    connections.sort_unstable_by(|a, b| a.id().cmp(b.id()));
-    let more = connections.len() > limit;
-    connections.truncate(limit);
-    let items: Vec<Value> = connections
+    let request = PageRequest {
+        after: query.get("nextToken").map(str::to_owned),
+        limit: Some(limit),
+    };
+    let page = tenant.registry.list(&filter, request).await;
+    let items: Vec<Value> = page
+        .items
         .iter()
-        .map(|c| json!({ "connectionId": c.id(), "route": &*c.meta.route, "path": c.meta.path, "connectedAt": timestamp(c.meta.connected_at) }))
+        .map(|c| json!({ "connectionId": &*c.id, "route": &*c.route, "path": c.path, "connectedAt": timestamp(c.connected_at) }))
         .collect();
-    let mut page = json!({ "items": items });
-    if more && let Some(last) = connections.last() {
-        page["nextToken"] = Value::String(last.id().to_owned());
+    let mut body = json!({ "items": items });
+    if let Some(next) = page.next {
+        body["nextToken"] = Value::String(next);
     }
-    Ok(page)
-}
-
-/// Closes every open connection of the tenant; returns how many.
-pub fn close_all(tenant: &Tenant, code: u16, reason: &str) -> usize {
-    tenant
-        .registry
-        .list(&ListFilter::default())
-        .iter()
-        .filter(|c| c.close(close_frame(code, reason)).is_ok())
-        .count()
+    Ok(body)
 }

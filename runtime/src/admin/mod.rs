@@ -25,7 +25,8 @@ use base64::Engine as _;
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
-use crate::gateway::Gateway;
+use crate::close::Close;
+use crate::gateway::{Gateway, Snapshot};
 use crate::tenant::Tenant;
 use auth::Authenticator;
 use connections::FrameType;
@@ -43,7 +44,7 @@ struct Admin {
 /// The admin router.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let admin = Arc::new(Admin {
-        auth: Authenticator::new(&gateway),
+        auth: Authenticator::default(),
         gateway,
     });
     Router::new().fallback(dispatch).with_state(admin)
@@ -55,7 +56,30 @@ struct Call {
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-    query: Vec<(String, String)>,
+    query: Query,
+}
+
+/// A request's query parameters, decoded.
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// Parses a raw query string.
+    pub fn parse(query: Option<&str>) -> Query {
+        Query(
+            query
+                .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response {
@@ -77,20 +101,18 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         }
     };
     let call = Call {
-        query: parts
-            .uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default(),
+        query: Query::parse(parts.uri.query()),
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
         body,
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let replay_key = std::cell::Cell::new(None);
+    let replay_key = std::sync::Mutex::new(None);
+    let snapshot = admin.gateway.snapshot();
     let caller = Caller {
         admin: &admin,
+        snapshot: &snapshot,
         call: &call,
         replay_key: &replay_key,
     };
@@ -100,9 +122,9 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
             let text = admin.gateway.metrics.encode();
             return ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response();
         }
-        _ if yandex => yandex_api(&caller, segments[4]).unwrap_or_else(ApiError::yandex),
-        [tenant, "@connections"] => aws_collection(&caller, tenant).unwrap_or_else(ApiError::aws),
-        [tenant, "@connections", id] => aws_connection(&caller, tenant, id).unwrap_or_else(ApiError::aws),
+        _ if yandex => yandex_api(&caller, segments[4]).await.unwrap_or_else(ApiError::yandex),
+        [tenant, "@connections"] => aws_collection(&caller, tenant).await.unwrap_or_else(ApiError::aws),
+        [tenant, "@connections", id] => aws_connection(&caller, tenant, id).await.unwrap_or_else(ApiError::aws),
         _ => ApiError::NotFound(format!(
             "no such path {}: the API is /{{tenant}}/@connections/{{id}} and /apigateways/websocket/v1/connections/{{id}}",
             call.uri.path()
@@ -111,7 +133,7 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
     };
     // A signed write that failed did not take effect: let a retry of it through.
     if !response.status().is_success()
-        && let Some(key) = replay_key.take()
+        && let Some(key) = replay_key.into_inner().unwrap_or_else(|e| e.into_inner())
     {
         admin.auth.forget(&key);
     }
@@ -121,20 +143,25 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
 /// One request on its way through authentication and an operation.
 struct Caller<'a> {
     admin: &'a Admin,
+    /// The config in force when the request arrived.
+    snapshot: &'a Snapshot,
     call: &'a Call,
     /// Set when a signed write is remembered against replays.
-    replay_key: &'a std::cell::Cell<Option<String>>,
+    replay_key: &'a std::sync::Mutex<Option<String>>,
 }
 
 impl Caller<'_> {
     /// The calling tenant, within its request rate.
     fn tenant(&self) -> Result<Arc<Tenant>, ApiError> {
         let call = self.call;
-        let (tenant, replay_key) =
-            self.admin
-                .auth
-                .authenticate(&call.method, &call.uri, &call.headers, &call.body)?;
-        self.replay_key.set(replay_key);
+        let (tenant, replay_key) = self.admin.auth.authenticate(
+            &self.snapshot.keys,
+            &call.method,
+            &call.uri,
+            &call.headers,
+            &call.body,
+        )?;
+        *self.replay_key.lock().unwrap_or_else(|e| e.into_inner()) = replay_key;
         tenant.api_limiter.check().map_err(|_| {
             ApiError::LimitExceeded(format!(
                 "the management API rate limit of tenant {} is exceeded; retry later",
@@ -164,12 +191,7 @@ fn method_not_allowed(method: &Method, allowed: &str) -> ApiError {
 }
 
 fn frame_type(call: &Call) -> Result<FrameType, ApiError> {
-    match call
-        .query
-        .iter()
-        .find(|(k, _)| k == "type")
-        .map(|(_, v)| v.as_str())
-    {
+    match call.query.get("type") {
         None => Ok(FrameType::Auto),
         Some("text") => Ok(FrameType::Text),
         Some("binary") => Ok(FrameType::Binary),
@@ -179,7 +201,7 @@ fn frame_type(call: &Call) -> Result<FrameType, ApiError> {
     }
 }
 
-fn aws_connection(caller: &Caller, tenant: &str, id: &str) -> Result<Response, ApiError> {
+async fn aws_connection(caller: &Caller<'_>, tenant: &str, id: &str) -> Result<Response, ApiError> {
     let call = caller.call;
     if ![Method::GET, Method::POST, Method::DELETE].contains(&call.method) {
         return Err(method_not_allowed(&call.method, "GET, POST or DELETE"));
@@ -187,21 +209,22 @@ fn aws_connection(caller: &Caller, tenant: &str, id: &str) -> Result<Response, A
     let tenant = caller.tenant_named(tenant)?;
     match call.method {
         Method::POST => {
-            connections::post(&tenant, id, call.body.clone(), frame_type(call)?)?;
+            connections::post(&tenant, id, call.body.clone(), frame_type(call)?).await?;
             Ok(StatusCode::OK.into_response())
         }
-        Method::GET => Ok(
-            axum::Json(connections::describe(&*connections::find(&tenant, id)?)).into_response(),
-        ),
+        Method::GET => {
+            let info = connections::find(&tenant, id).await?;
+            Ok(axum::Json(connections::describe(&info)).into_response())
+        }
         _ => {
-            let (code, reason) = connections::close_params(&call.query)?;
-            connections::close(&tenant, id, code, &reason)?;
+            let close = connections::close_params(&call.query)?;
+            connections::close(&tenant, id, close).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
     }
 }
 
-fn aws_collection(caller: &Caller, tenant: &str) -> Result<Response, ApiError> {
+async fn aws_collection(caller: &Caller<'_>, tenant: &str) -> Result<Response, ApiError> {
     let call = caller.call;
     if ![Method::GET, Method::DELETE].contains(&call.method) {
         return Err(method_not_allowed(
@@ -211,10 +234,10 @@ fn aws_collection(caller: &Caller, tenant: &str) -> Result<Response, ApiError> {
     }
     let tenant = caller.tenant_named(tenant)?;
     if call.method == Method::GET {
-        return Ok(axum::Json(connections::list(&tenant, &call.query)?).into_response());
+        return Ok(axum::Json(connections::list(&tenant, &call.query).await?).into_response());
     }
-    let (code, reason) = connections::close_params(&call.query)?;
-    let closed = connections::close_all(&tenant, code, &reason);
+    let close = connections::close_params(&call.query)?;
+    let closed = tenant.registry.close_all(close).await;
     Ok(axum::Json(json!({ "closed": closed })).into_response())
 }
 
@@ -227,7 +250,7 @@ struct YandexSend {
     kind: Option<String>,
 }
 
-fn yandex_api(caller: &Caller, id_part: &str) -> Result<Response, ApiError> {
+async fn yandex_api(caller: &Caller<'_>, id_part: &str) -> Result<Response, ApiError> {
     let call = caller.call;
     let (id, send) = match id_part.strip_suffix(":send") {
         Some(id) => (id, true),
@@ -244,12 +267,12 @@ fn yandex_api(caller: &Caller, id_part: &str) -> Result<Response, ApiError> {
     let tenant = caller.tenant()?;
     let empty = || axum::Json(json!({})).into_response();
     match call.method {
-        Method::GET => Ok(axum::Json(connections::describe_yandex(&*connections::find(
-            &tenant, id,
-        )?))
-        .into_response()),
+        Method::GET => {
+            let info = connections::find(&tenant, id).await?;
+            Ok(axum::Json(connections::describe_yandex(&info)).into_response())
+        }
         Method::DELETE => {
-            connections::close(&tenant, id, 1000, "")?;
+            connections::close(&tenant, id, Close::normal()).await?;
             Ok(empty())
         }
         _ => {
@@ -269,7 +292,7 @@ fn yandex_api(caller: &Caller, id_part: &str) -> Result<Response, ApiError> {
                     )));
                 }
             };
-            connections::post(&tenant, id, Bytes::from(data), frame)?;
+            connections::post(&tenant, id, Bytes::from(data), frame).await?;
             Ok(empty())
         }
     }

@@ -1,13 +1,14 @@
 //! The one `bindgen!` of the host side, generated from the root `wit/` package.
 //!
-//! Host imports are synchronous (they only look things up and push into queues) and
-//! trappable, so a runaway guest can be stopped from inside a host call. Exports are
-//! async so a busy guest yields to the reactor at every epoch tick.
+//! Host imports are async, because the registry's verbs are (a registry may live on
+//! another machine), and trappable, so a runaway guest can be stopped from inside a
+//! host call. Exports are async so a busy guest yields to the reactor at every epoch
+//! tick.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "route-handler",
-    imports: { default: trappable },
+    imports: { default: async | trappable },
     exports: { default: async },
 });
 

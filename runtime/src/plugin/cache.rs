@@ -104,12 +104,3 @@ fn store(component: &Component, path: &Path) {
         tracing::warn!(path = %path.display(), error = %err, "cannot write the compiled-component cache; the next start compiles again");
     }
 }
-
-/// The default cache directory: `$XDG_CACHE_HOME/wsgate` or `$HOME/.cache/wsgate`.
-pub fn default_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .map(|base| base.join("wsgate"))
-}

@@ -1,24 +1,21 @@
 //! Conversions between the guest's WIT types and the runtime's own.
 
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-
 use super::bindings::types::{ConnectionInfo, Message};
-use crate::registry::ConnectionMeta;
+use crate::registry::{ConnectionMeta, Payload};
 
-/// A guest message as a frame to send. Takes ownership, so no bytes are copied.
-pub fn message_to_ws(message: Message) -> WsMessage {
+/// A guest message as a payload to deliver. Takes ownership, so no bytes are copied.
+pub fn payload(message: Message) -> Payload {
     match message {
-        Message::Text(text) => WsMessage::Text(text.into()),
-        Message::Binary(bytes) => WsMessage::Binary(bytes.into()),
+        Message::Text(text) => Payload::Text(text.into()),
+        Message::Binary(bytes) => Payload::Binary(bytes.into()),
     }
 }
 
-/// A received data frame as the guest's message; `None` for control frames.
-pub fn message_from_ws(message: &WsMessage) -> Option<Message> {
-    match message {
-        WsMessage::Text(text) => Some(Message::Text(text.as_str().to_owned())),
-        WsMessage::Binary(bytes) => Some(Message::Binary(bytes.to_vec())),
-        _ => None,
+/// A client's message as the guest receives it (copied into the guest's own types).
+pub fn guest_message(payload: &Payload) -> Message {
+    match payload {
+        Payload::Text(text) => Message::Text(text.as_str().to_owned()),
+        Payload::Binary(bytes) => Message::Binary(bytes.to_vec()),
     }
 }
 

@@ -7,8 +7,10 @@ use std::time::Instant;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
+use super::grants::Grants;
 use super::output::GuestOutput;
-use crate::config::{Access, PluginLimits};
+use crate::config::PluginLimits;
+use crate::metrics::PluginMetrics;
 use crate::registry::Registry;
 
 /// What a plugin may see and reach; fixed when the plugin is loaded.
@@ -22,14 +24,14 @@ pub struct PluginScope {
     pub registry: Arc<dyn Registry>,
     /// The plugin's config key-values, sorted by key.
     pub config: Vec<(String, String)>,
-    /// Which connections the host API lets it reach.
-    pub access: Access,
+    /// What the host API lets it reach.
+    pub grants: Grants,
     /// The tenant's message size cap, enforced on `send`.
     pub max_message_bytes: usize,
     /// Sandbox limits.
     pub limits: PluginLimits,
-    /// Where failures are counted.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where failures and host calls are counted.
+    pub metrics: PluginMetrics,
     /// Permits for the tenant's long-running events, shared by its plugins: an event
     /// that runs past one epoch tick needs one to go on.
     pub events: Arc<tokio::sync::Semaphore>,
@@ -112,24 +114,6 @@ impl HostState {
             scope,
             event,
         }
-    }
-}
-
-/// The trap raised when an event exceeds its host-call budget.
-#[derive(Debug, thiserror::Error)]
-#[error("the plugin exceeded its limit of {0} host calls in one event")]
-pub struct HostCallLimit(pub u32);
-
-impl HostState {
-    /// Counts a host call; past the plugin's budget the guest is stopped with a trap.
-    pub(super) fn host_call(&mut self) -> wasmtime::Result<()> {
-        self.host_calls += 1;
-        if self.host_calls > self.scope.limits.max_host_calls {
-            return Err(wasmtime::Error::new(HostCallLimit(
-                self.scope.limits.max_host_calls,
-            )));
-        }
-        Ok(())
     }
 }
 

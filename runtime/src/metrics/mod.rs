@@ -1,7 +1,12 @@
 //! Prometheus metrics, served as text at `GET /metrics` on the admin listener.
 //!
-//! Counters on the per-message path are resolved once per tenant ([`TenantMetrics`]),
-//! so counting a message is one atomic increment.
+//! Counters on the per-message path are resolved once per tenant ([`TenantMetrics`])
+//! or plugin ([`PluginMetrics`]), so counting a message or a host call is one atomic
+//! increment. Label values that form a closed set are enums (`labels`).
+
+mod labels;
+
+pub use labels::{FailureKind, Import, Limit};
 
 use std::sync::Arc;
 
@@ -31,14 +36,21 @@ struct StatusLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     tenant: String,
-    limit: &'static str,
+    limit: Limit,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginLabels {
     tenant: String,
     plugin: String,
-    kind: &'static str,
+    kind: FailureKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ImportLabels {
+    tenant: String,
+    plugin: String,
+    import: Import,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +69,7 @@ pub struct Metrics {
     limits: Family<LimitLabels, Counter>,
     plugin_failures: Family<PluginLabels, Counter>,
     heavy_events: Family<PluginName, Counter>,
+    host_calls: Family<ImportLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +90,7 @@ impl Metrics {
             limits: Family::default(),
             plugin_failures: Family::default(),
             heavy_events: Family::default(),
+            host_calls: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -100,14 +114,28 @@ impl Metrics {
             metrics.messages_in.clone(),
         );
         registry.register(
-            "limits_hit",
-            "Client limits that refused or closed something",
-            metrics.limits.clone(),
+            "plugin_failures",
+            format!(
+                "Plugin events that failed, by cause ({})",
+                FailureKind::names()
+            ),
+            metrics.plugin_failures.clone(),
         );
         registry.register(
-            "plugin_failures",
-            "Plugin events that failed, by cause (trap, timeout, memory, host_calls, stack, suspended, reply_too_large)",
-            metrics.plugin_failures.clone(),
+            "plugin_host_calls",
+            format!(
+                "Host calls made by plugins, by import ({})",
+                Import::names()
+            ),
+            metrics.host_calls.clone(),
+        );
+        registry.register(
+            "limits_hit",
+            format!(
+                "Client limits that refused or closed something ({})",
+                Limit::names()
+            ),
+            metrics.limits.clone(),
         );
         registry.register(
             "plugin_heavy_events",
@@ -128,35 +156,26 @@ impl Metrics {
         text
     }
 
-    /// Counts a plugin failure.
-    pub fn plugin_failure(&self, tenant: &str, plugin: &str, kind: &'static str) {
-        self.plugin_failures
-            .get_or_create(&PluginLabels {
-                tenant: tenant.to_owned(),
-                plugin: plugin.to_owned(),
-                kind,
+    /// The metrics of one plugin.
+    pub fn plugin(self: &Arc<Self>, tenant: &str, plugin: &str) -> PluginMetrics {
+        let host_calls = Import::ALL
+            .iter()
+            .map(|&import| {
+                self.host_calls
+                    .get_or_create(&ImportLabels {
+                        tenant: tenant.to_owned(),
+                        plugin: plugin.to_owned(),
+                        import,
+                    })
+                    .clone()
             })
-            .inc();
-    }
-
-    /// Counts an event run on the low-priority lane.
-    pub fn heavy_event(&self, tenant: &str, plugin: &str) {
-        self.heavy_events
-            .get_or_create(&PluginName {
-                tenant: tenant.to_owned(),
-                plugin: plugin.to_owned(),
-            })
-            .inc();
-    }
-
-    /// Counts `n` things a limit of `tenant` refused at once (a broadcast's full queues).
-    pub fn limit_hits(&self, tenant: &str, limit: &'static str, n: u64) {
-        self.limits
-            .get_or_create(&LimitLabels {
-                tenant: tenant.to_owned(),
-                limit,
-            })
-            .inc_by(n);
+            .collect();
+        PluginMetrics {
+            tenant: tenant.to_owned(),
+            plugin: plugin.to_owned(),
+            host_calls,
+            all: self.clone(),
+        }
     }
 
     /// Counts an upgrade refused with `status` (before a tenant is known: tenant "").
@@ -193,14 +212,8 @@ pub struct TenantMetrics {
 }
 
 impl TenantMetrics {
-    /// A connection was upgraded.
-    pub fn connection_opened(&self) {
-        self.connections.inc();
-    }
-
-    /// A connection closed with `code`.
+    /// A connection closed with `code` (the registry keeps the open-connections gauge).
     pub fn connection_closed(&self, code: u16) {
-        self.connections.dec();
         self.all
             .closed
             .get_or_create(&CloseLabels {
@@ -216,18 +229,84 @@ impl TenantMetrics {
     }
 
     /// A client limit refused or closed something.
-    pub fn limit_hit(&self, limit: &'static str) {
+    pub fn limit_hit(&self, limit: Limit) {
+        self.limit_hits(limit, 1);
+    }
+
+    /// A limit refused `n` things at once (a broadcast's full queues).
+    pub fn limit_hits(&self, limit: Limit, n: u64) {
         self.all
             .limits
             .get_or_create(&LimitLabels {
                 tenant: self.tenant.clone(),
                 limit,
             })
-            .inc();
+            .inc_by(n);
+    }
+
+    /// The open-connections gauge, for the registry to keep.
+    pub fn connections_gauge(&self) -> Gauge {
+        self.connections.clone()
     }
 
     /// An upgrade was refused with `status`.
     pub fn refused(&self, status: u16) {
         self.all.refused(&self.tenant, status);
+    }
+}
+
+/// A plugin's metrics, with its host-call counters resolved.
+#[derive(Debug)]
+pub struct PluginMetrics {
+    tenant: String,
+    plugin: String,
+    /// One counter per import, indexed by [`Import::index`].
+    host_calls: Vec<Counter>,
+    all: Arc<Metrics>,
+}
+
+impl PluginMetrics {
+    /// Every metric of the gateway.
+    pub fn all(&self) -> &Arc<Metrics> {
+        &self.all
+    }
+
+    /// Counts a host call.
+    pub fn host_call(&self, import: Import) {
+        self.host_calls[import.index()].inc();
+    }
+
+    /// Counts a failed event.
+    pub fn failure(&self, kind: FailureKind) {
+        self.all
+            .plugin_failures
+            .get_or_create(&PluginLabels {
+                tenant: self.tenant.clone(),
+                plugin: self.plugin.clone(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Counts an event run on the low-priority lane.
+    pub fn heavy_event(&self) {
+        self.all
+            .heavy_events
+            .get_or_create(&PluginName {
+                tenant: self.tenant.clone(),
+                plugin: self.plugin.clone(),
+            })
+            .inc();
+    }
+
+    /// A limit of the plugin's tenant refused `n` things at once.
+    pub fn limit_hits(&self, limit: Limit, n: u64) {
+        self.all
+            .limits
+            .get_or_create(&LimitLabels {
+                tenant: self.tenant.clone(),
+                limit,
+            })
+            .inc_by(n);
     }
 }

@@ -1,0 +1,124 @@
+//! The TOML configuration: loading, and the error that names file, key and reason.
+//!
+//! - `schema`: the serde structs and their defaults (`impl Default` of each struct).
+//! - `secret`: [`Secret`], a value from the file or the environment, redacted in `Debug`.
+//! - `validate`: the checks that serde cannot express, as [`ConfigError::Invalid`].
+//!
+//! Every struct denies unknown keys, so a typo stops start-up instead of being ignored.
+//! Relative plugin paths are resolved against the directory of the config file.
+
+use std::path::{Path, PathBuf};
+
+mod schema;
+mod secret;
+mod validate;
+
+pub use schema::{
+    Access, AwsCredential, CONNECT_KEY, CompileConfig, Config, Credentials, DEFAULT_KEY,
+    DISCONNECT_KEY, GlobalLimits, Listen, PluginConfig, PluginLimits, RouteConfig, TenantConfig,
+    TenantLimits, default_cache_dir,
+};
+pub use secret::Secret;
+
+/// Why a configuration could not be used. Each variant names the file and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {file}: {source}")]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown key, wrong type).
+    #[error("invalid config file {file}: {source}")]
+    Parse {
+        /// The config file.
+        file: PathBuf,
+        /// The parser's message, with line, column and key.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("invalid config file {file}: `{key}`: {reason}")]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// The dotted key of the offending value, e.g. `tenants.demo.routes."/chat"`.
+        key: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        let base_dir = file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, file, &base_dir)
+    }
+
+    /// Parses and validates config text; `file` is used in messages, `base_dir` to
+    /// resolve plugin paths.
+    pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            file: file.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.file = file.to_owned();
+        config.base_dir = base_dir.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The absolute or working-directory-relative path of a plugin file.
+    pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
+        self.base_dir.join(&plugin.path)
+    }
+
+    /// A [`ConfigError::Invalid`] for this file.
+    pub fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.clone(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Helpers shared by the unit tests of the submodules.
+#[cfg(test)]
+mod testing {
+    use std::path::Path;
+
+    use super::{Config, ConfigError};
+
+    /// Parses and validates `text`, with plugin paths resolved against the package.
+    pub(super) fn parse(text: &str) -> Result<Config, ConfigError> {
+        // Cargo.toml exists in the package directory and stands in for a plugin file.
+        let base = Path::new(env!("CARGO_MANIFEST_DIR"));
+        Config::parse(text, Path::new("test.toml"), base)
+    }
+
+    /// The message of the error `text` is refused with.
+    pub(super) fn error(text: &str) -> String {
+        parse(text)
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    /// The smallest valid config: one tenant, one plugin, one route.
+    pub(super) const MINIMAL: &str = r#"
+        [tenants.demo.plugins.echo]
+        path = "Cargo.toml"
+        [tenants.demo.routes."/echo"]
+        plugin = "echo"
+    "#;
+}

@@ -1,0 +1,480 @@
+//! The serde structs of the config file and their defaults (each struct's `impl Default`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::Secret;
+
+/// The whole gateway configuration.
+///
+/// `tenants` is required, so this struct has no struct-level default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway listens.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Limits of the whole gateway, before a tenant is known.
+    #[serde(default)]
+    pub limits: GlobalLimits,
+    /// How plugins are compiled.
+    #[serde(default)]
+    pub compile: CompileConfig,
+    /// The tenants, by id. The id is the first path segment of their public URLs.
+    pub tenants: BTreeMap<String, TenantConfig>,
+    /// The directory relative plugin paths are resolved against (the config file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The file this was read from, for error messages.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// Listening addresses. Port 0 picks a free port; the bound addresses are printed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// The WebSocket listener (clients).
+    pub ws: SocketAddr,
+    /// The admin listener (management API, health, metrics).
+    pub admin: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            ws: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// How plugins are compiled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompileConfig {
+    /// Keep compiled components on disk, keyed by content hash, so restarts skip
+    /// compilation.
+    pub cache: bool,
+    /// Where (default `$XDG_CACHE_HOME/wsgate`, else `~/.cache/wsgate`). Only the
+    /// gateway's user may write there: entries are loaded as native code.
+    pub cache_dir: Option<PathBuf>,
+    /// While loading, compile a function shared by several plugins (the standard
+    /// library, the SDK) once. Only start-up and memory during it are affected.
+    pub function_cache: bool,
+}
+
+impl Default for CompileConfig {
+    fn default() -> Self {
+        Self {
+            cache: true,
+            cache_dir: None,
+            function_cache: true,
+        }
+    }
+}
+
+impl CompileConfig {
+    /// The cache directory in force, if caching is on.
+    pub fn cache_dir(&self, base_dir: &Path) -> Option<PathBuf> {
+        if !self.cache {
+            return None;
+        }
+        match &self.cache_dir {
+            Some(dir) => Some(base_dir.join(dir)),
+            None => default_cache_dir(),
+        }
+    }
+}
+
+/// The default cache directory: `$XDG_CACHE_HOME/wsgate` or `$HOME/.cache/wsgate`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .map(|base| base.join("wsgate"))
+}
+
+/// Limits of the whole gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GlobalLimits {
+    /// Open WebSocket connections across all tenants; beyond it, HTTP 503 before the
+    /// upgrade.
+    pub max_connections: usize,
+    /// Time a client has to send its whole upgrade request.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Largest upgrade request head (request line and headers); beyond it, HTTP 431.
+    pub max_request_head_bytes: usize,
+    /// Longest request URI; beyond it, HTTP 414.
+    pub max_uri_bytes: usize,
+    /// Wasm stack of every plugin call; deeper recursion traps.
+    pub max_wasm_stack_bytes: usize,
+}
+
+impl Default for GlobalLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 200_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_request_head_bytes: 16 * 1024,
+            max_uri_bytes: 8 * 1024,
+            max_wasm_stack_bytes: 512 * 1024,
+        }
+    }
+}
+
+/// One tenant: its routes, plugins, limits and management credentials.
+///
+/// `routes` is required, so this struct has no struct-level default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// Host names that reach this tenant without the `/{tenant}` path prefix.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Client limits.
+    #[serde(default)]
+    pub limits: TenantLimits,
+    /// Plugins by name; routes refer to them by that name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Routes by path template (`/echo`, `/chat/{room}`, `/files/{rest+}`).
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Credentials of the management API.
+    #[serde(default)]
+    pub credentials: Credentials,
+}
+
+/// Per-tenant limits on clients. Defaults follow AWS API Gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Largest message a client may send or be sent, in bytes (AWS: 128 KiB). Larger
+    /// incoming messages close the connection with 1009.
+    pub max_message_bytes: usize,
+    /// Largest single frame a client may send, in bytes; a larger one closes with 1009.
+    /// Defaults to `max_message_bytes`; smaller values bound what one read may buffer.
+    pub max_frame_bytes: Option<usize>,
+    /// Bytes queued for one client before sends to it are refused (`limit-exceeded`
+    /// from the host API, 429 from the management API).
+    pub outbound_queue_bytes: usize,
+    /// A client whose socket accepts nothing for this long is a slow consumer and is
+    /// dropped.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// Open connections of the tenant; beyond it, HTTP 429 before the upgrade.
+    pub max_connections: usize,
+    /// Messages per second one connection may send; excess messages are dropped with
+    /// an error frame. Unset: no limit, as on AWS (West Connectivity uses 5).
+    pub message_rate: Option<u32>,
+    /// Messages a connection may send at once above the rate (default: the rate). A
+    /// client that keeps sending after its burst is spent, for as many messages again,
+    /// is closed with 1008.
+    pub message_burst: Option<u32>,
+    /// A connection from which nothing arrives for this long is closed with 1001 (AWS:
+    /// 10 minutes). Client pings count; pongs to the gateway's pings do not.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A connection older than this is closed with 1001 (AWS: 2 hours).
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// How often the gateway pings each client; a client that has not answered the
+    /// previous ping by the next one is considered dead and dropped.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Long plugin events of this tenant that may run at once, across all its
+    /// connections. An event that runs past one 1 ms epoch tick needs a permit to go
+    /// on; without one it waits suspended (the wait counts toward its time budget).
+    /// Short events never need one. It keeps one tenant's CPU-heavy plugins from
+    /// holding every core. Default: half the cores, at least one.
+    pub max_concurrent_events: usize,
+    /// Browser origins allowed to connect (`Origin` header); empty allows any. Requests
+    /// without an `Origin` (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Management API requests per second for the tenant (AWS's default: 10,000);
+    /// beyond it, 429 `LimitExceededException`.
+    pub api_rate: u32,
+    /// Requests the tenant may send at once above the rate (AWS's default: 5,000).
+    pub api_burst: u32,
+}
+
+impl TenantLimits {
+    /// The frame size cap in force.
+    pub fn frame_bytes(&self) -> usize {
+        self.max_frame_bytes.unwrap_or(self.max_message_bytes)
+    }
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            max_message_bytes: 128 * 1024,
+            max_frame_bytes: None,
+            outbound_queue_bytes: 1 << 20,
+            write_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            message_rate: None,
+            message_burst: None,
+            idle_timeout: Duration::from_secs(600),
+            max_connection_age: Duration::from_secs(7200),
+            ping_interval: Duration::from_secs(30),
+            max_concurrent_events: (cores / 2).max(1),
+            allowed_origins: Vec::new(),
+            api_rate: 10_000,
+            api_burst: 5_000,
+        }
+    }
+}
+
+/// Management API credentials of a tenant.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Credentials {
+    /// Keys accepted as `Authorization: Bearer <key>`.
+    pub bearer_keys: Vec<Secret>,
+    /// AWS access keys accepted in SigV4 signatures.
+    pub aws: Vec<AwsCredential>,
+}
+
+/// An AWS access key pair. Both keys are required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCredential {
+    /// The access key id, e.g. `AKIDDEMO`.
+    pub access_key_id: String,
+    /// The secret access key.
+    pub secret_access_key: Secret,
+}
+
+/// A plugin: a component file plus its config, grants and limits.
+///
+/// `path` is required, so this struct has no struct-level default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The `.wasm` component, relative to the config file's directory.
+    pub path: PathBuf,
+    /// String key-values the plugin reads with the `config` host interface.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Which connections the plugin may reach through the host API.
+    #[serde(default)]
+    pub access: Access,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: PluginLimits,
+}
+
+/// What a plugin may reach through the `connections` host interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Every connection of its tenant (the default).
+    #[default]
+    Tenant,
+    /// Only the connection whose event it is handling; `list` is forbidden.
+    #[serde(rename = "self")]
+    OwnConnection,
+}
+
+/// Sandbox limits of one plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Linear memory cap per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one event; the guest is interrupted past it.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Idle instances kept warm for reuse.
+    pub pool_size: usize,
+    /// Host calls (send, get-info, list, log, …) one event may make; the guest is
+    /// stopped at the next one.
+    pub max_host_calls: u32,
+    /// Consecutive expensive failures (timeouts, memory limit) after which the plugin is
+    /// suspended: its events fail at once, without running it.
+    pub suspend_after: u32,
+    /// How long a suspension lasts.
+    #[serde(with = "humantime_serde")]
+    pub suspend_for: Duration,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 16 << 20,
+            timeout: Duration::from_millis(100),
+            pool_size: 16,
+            max_host_calls: 100_000,
+            suspend_after: 5,
+            suspend_for: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A route: which plugin handles which event.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The plugin for `$connect`, `$disconnect` and `$default` unless `keys` says
+    /// otherwise.
+    pub plugin: Option<String>,
+    /// A route selection expression like AWS's, e.g. `$request.body.action`.
+    pub selection: Option<String>,
+    /// Route keys to plugin names: `$connect`, `$disconnect`, `$default`, or a value of
+    /// the selection expression.
+    pub keys: BTreeMap<String, String>,
+}
+
+/// The special route keys.
+pub const CONNECT_KEY: &str = "$connect";
+/// See [`CONNECT_KEY`].
+pub const DISCONNECT_KEY: &str = "$disconnect";
+/// See [`CONNECT_KEY`].
+pub const DEFAULT_KEY: &str = "$default";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testing::{MINIMAL, error, parse};
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.listen.ws, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.listen.admin, "127.0.0.1:9090".parse().unwrap());
+        let demo = &config.tenants["demo"];
+        assert_eq!(demo.limits.max_message_bytes, 131072);
+        let plugin = &demo.plugins["echo"];
+        assert_eq!(plugin.limits.timeout, Duration::from_millis(100));
+        assert_eq!(plugin.access, Access::Tenant);
+    }
+
+    /// Pins every default, as the removed `default_*` functions had them.
+    #[test]
+    fn every_default_is_as_documented() {
+        let config = parse(&format!(
+            "{MINIMAL}\n[listen]\n[limits]\n[compile]\n[tenants.demo.limits]\n[tenants.demo.credentials]\n[tenants.demo.plugins.echo.limits]\n"
+        ))
+        .unwrap();
+        assert_eq!(config.listen.ws, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(
+            config.listen.admin,
+            SocketAddr::from(([127, 0, 0, 1], 9090))
+        );
+        let compile = &config.compile;
+        assert!(compile.cache && compile.function_cache && compile.cache_dir.is_none());
+        let global = &config.limits;
+        assert_eq!(global.max_connections, 200_000);
+        assert_eq!(global.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(global.max_request_head_bytes, 16 * 1024);
+        assert_eq!(global.max_uri_bytes, 8 * 1024);
+        assert_eq!(global.max_wasm_stack_bytes, 512 * 1024);
+        let demo = &config.tenants["demo"];
+        assert!(demo.hosts.is_empty());
+        assert!(demo.credentials.bearer_keys.is_empty() && demo.credentials.aws.is_empty());
+        let limits = &demo.limits;
+        assert_eq!(limits.max_message_bytes, 128 * 1024);
+        assert_eq!(limits.max_frame_bytes, None);
+        assert_eq!(limits.frame_bytes(), 128 * 1024);
+        assert_eq!(limits.outbound_queue_bytes, 1 << 20);
+        assert_eq!(limits.write_timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_connections, 100_000);
+        assert_eq!((limits.message_rate, limits.message_burst), (None, None));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(600));
+        assert_eq!(limits.max_connection_age, Duration::from_secs(7200));
+        assert_eq!(limits.ping_interval, Duration::from_secs(30));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(limits.max_concurrent_events, (cores / 2).max(1));
+        assert!(limits.allowed_origins.is_empty());
+        assert_eq!((limits.api_rate, limits.api_burst), (10_000, 5_000));
+        let plugin = &demo.plugins["echo"];
+        assert!(plugin.config.is_empty());
+        assert_eq!(plugin.access, Access::Tenant);
+        let limits = &plugin.limits;
+        assert_eq!(limits.memory_bytes, 16 << 20);
+        assert_eq!(limits.timeout, Duration::from_millis(100));
+        assert_eq!(limits.pool_size, 16);
+        assert_eq!(limits.max_host_calls, 100_000);
+        assert_eq!(limits.suspend_after, 5);
+        assert_eq!(limits.suspend_for, Duration::from_secs(10));
+        let route = &demo.routes["/echo"];
+        assert!(route.selection.is_none() && route.keys.is_empty());
+    }
+
+    #[test]
+    fn a_set_key_overrides_only_its_default() {
+        let config = parse(&format!(
+            "{MINIMAL}\n[tenants.demo.limits]\nidle_timeout = \"5s\"\n[listen]\nws = \"0.0.0.0:1\"\n"
+        ))
+        .unwrap();
+        let limits = &config.tenants["demo"].limits;
+        assert_eq!(limits.idle_timeout, Duration::from_secs(5));
+        assert_eq!(limits.ping_interval, Duration::from_secs(30));
+        assert_eq!(config.listen.ws, SocketAddr::from(([0, 0, 0, 0], 1)));
+        assert_eq!(
+            config.listen.admin,
+            SocketAddr::from(([127, 0, 0, 1], 9090))
+        );
+    }
+
+    #[test]
+    fn required_keys_stay_required() {
+        let err = error("[listen]\n");
+        assert!(err.contains("missing field `tenants`"), "{err}");
+        let err = error("[tenants.demo]\nhosts = []\n");
+        assert!(err.contains("missing field `routes`"), "{err}");
+        let err = error(&format!("{MINIMAL}\n[tenants.demo.plugins.other]\n"));
+        assert!(err.contains("missing field `path`"), "{err}");
+        let err = error(&format!(
+            "{MINIMAL}\n[[tenants.demo.credentials.aws]]\naccess_key_id = \"AKID\"\n"
+        ));
+        // A missing secret reaches `Secret`'s deserializer, which words it this way.
+        assert!(err.contains("expected a string or { env"), "{err}");
+        let err = error(&format!(
+            "{MINIMAL}\n[[tenants.demo.credentials.aws]]\nsecret_access_key = \"s\"\n"
+        ));
+        assert!(err.contains("missing field `access_key_id`"), "{err}");
+    }
+
+    #[test]
+    fn durations_and_access_parse() {
+        let config = parse(
+            r#"
+            [tenants.demo.plugins.echo]
+            path = "Cargo.toml"
+            access = "self"
+            limits = { timeout = "250ms", memory_bytes = 2097152 }
+            [tenants.demo.routes."/echo"]
+            plugin = "echo"
+            "#,
+        )
+        .unwrap();
+        let plugin = &config.tenants["demo"].plugins["echo"];
+        assert_eq!(plugin.limits.timeout, Duration::from_millis(250));
+        assert_eq!(plugin.access, Access::OwnConnection);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = error(&format!(
+            "{MINIMAL}\n[tenants.demo.limits]\nmax_mesage_bytes = 3\n"
+        ));
+        assert!(err.contains("test.toml"), "{err}");
+        assert!(err.contains("max_mesage_bytes"), "{err}");
+    }
+
+    #[test]
+    fn toml_syntax_error_has_a_line() {
+        let err = error("[tenants.demo\n");
+        assert!(err.contains("line 1"), "{err}");
+    }
+}

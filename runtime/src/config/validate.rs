@@ -1,0 +1,281 @@
+//! The checks serde cannot express, reported as file/key/reason [`ConfigError::Invalid`] errors.
+
+use std::collections::HashSet;
+
+use super::{CONNECT_KEY, Config, ConfigError, DEFAULT_KEY, DISCONNECT_KEY, TenantConfig};
+use crate::routes::{self, SelectionExpression};
+
+/// Path prefixes a tenant id may not take, because the listeners serve them.
+const RESERVED_TENANT_IDS: &[&str] = &["health", "metrics", "apigateways"];
+
+impl Config {
+    /// Checks what serde cannot: ids, uniqueness, ranges, files and references.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.tenants.is_empty() {
+            return Err(self.invalid(
+                "tenants",
+                "no tenant is configured; add a [tenants.<id>] table",
+            ));
+        }
+        let mut hosts = HashSet::new();
+        let mut keys = HashSet::new();
+        let mut access_keys = HashSet::new();
+        for (id, tenant) in &self.tenants {
+            let key = format!("tenants.{id}");
+            if !valid_tenant_id(id) {
+                return Err(self.invalid(
+                    &key,
+                    "a tenant id is 1 to 64 letters, digits, '-' or '_' (it is a URL path segment)",
+                ));
+            }
+            if RESERVED_TENANT_IDS.contains(&id.as_str()) {
+                return Err(self.invalid(
+                    &key,
+                    format!("`{id}` is reserved by the gateway's own paths; pick another id"),
+                ));
+            }
+            for host in &tenant.hosts {
+                if !hosts.insert(host.to_ascii_lowercase()) {
+                    return Err(self.invalid(
+                        format!("{key}.hosts"),
+                        format!("host `{host}` is claimed by two tenants"),
+                    ));
+                }
+            }
+            for secret in &tenant.credentials.bearer_keys {
+                if !keys.insert(secret.expose()) {
+                    return Err(self.invalid(format!("{key}.credentials.bearer_keys"), "a bearer key is listed twice (keys identify their tenant, so each must be unique)"));
+                }
+            }
+            for credential in &tenant.credentials.aws {
+                if !access_keys.insert(credential.access_key_id.as_str()) {
+                    return Err(self.invalid(
+                        format!("{key}.credentials.aws"),
+                        format!("access key id {} is listed twice (it identifies its tenant, so it must be unique)", credential.access_key_id),
+                    ));
+                }
+            }
+            self.validate_tenant(&key, tenant)?;
+        }
+        Ok(())
+    }
+
+    fn validate_tenant(&self, key: &str, tenant: &TenantConfig) -> Result<(), ConfigError> {
+        let limits = &tenant.limits;
+        if limits.max_message_bytes == 0 || limits.max_message_bytes > 16 << 20 {
+            return Err(self.invalid(
+                format!("{key}.limits.max_message_bytes"),
+                "must be between 1 and 16777216 bytes",
+            ));
+        }
+        if limits
+            .max_frame_bytes
+            .is_some_and(|f| f == 0 || f > limits.max_message_bytes)
+        {
+            return Err(self.invalid(
+                format!("{key}.limits.max_frame_bytes"),
+                "must be between 1 and max_message_bytes",
+            ));
+        }
+        if limits.outbound_queue_bytes < limits.max_message_bytes {
+            return Err(self.invalid(
+                format!("{key}.limits.outbound_queue_bytes"),
+                "must be at least max_message_bytes, or a maximum-size message could never be queued",
+            ));
+        }
+        if limits.max_concurrent_events == 0 {
+            return Err(self.invalid(
+                format!("{key}.limits.max_concurrent_events"),
+                "must be at least 1",
+            ));
+        }
+        if limits.message_rate == Some(0) || limits.message_burst == Some(0) {
+            return Err(self.invalid(
+                format!("{key}.limits"),
+                "message_rate and message_burst must be at least 1",
+            ));
+        }
+        if limits.message_burst.is_some() && limits.message_rate.is_none() {
+            return Err(self.invalid(
+                format!("{key}.limits.message_burst"),
+                "a burst needs a message_rate",
+            ));
+        }
+        for (name, value) in [
+            ("idle_timeout", limits.idle_timeout),
+            ("max_connection_age", limits.max_connection_age),
+            ("ping_interval", limits.ping_interval),
+            ("write_timeout", limits.write_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(self.invalid(
+                    format!("{key}.limits.{name}"),
+                    "must be more than zero, e.g. \"30s\"",
+                ));
+            }
+        }
+        if limits.api_rate == 0 || limits.api_burst == 0 {
+            return Err(self.invalid(
+                format!("{key}.limits"),
+                "api_rate and api_burst must be at least 1",
+            ));
+        }
+        for (name, plugin) in &tenant.plugins {
+            let pkey = format!("{key}.plugins.{name}");
+            if plugin.limits.memory_bytes < 1 << 20 {
+                return Err(self.invalid(
+                    format!("{pkey}.limits.memory_bytes"),
+                    "must be at least 1048576 (1 MiB)",
+                ));
+            }
+            if plugin.limits.timeout.is_zero() {
+                return Err(self.invalid(
+                    format!("{pkey}.limits.timeout"),
+                    "must be more than zero, e.g. \"100ms\"",
+                ));
+            }
+            let path = self.plugin_path(plugin);
+            if !path.is_file() {
+                return Err(self.invalid(
+                    format!("{pkey}.path"),
+                    format!("plugin file {} does not exist; build the plugins first (scripts/build-plugins.sh)", path.display()),
+                ));
+            }
+        }
+        if tenant.routes.is_empty() {
+            return Err(self.invalid(format!("{key}.routes"), "the tenant has no route"));
+        }
+        let mut table = routes::RouteTable::builder();
+        for (path, route) in &tenant.routes {
+            let rkey = format!("{key}.routes.\"{path}\"");
+            table
+                .insert(path, ())
+                .map_err(|reason| self.invalid(&rkey, reason))?;
+            if let Some(expr) = &route.selection {
+                SelectionExpression::parse(expr)
+                    .map_err(|reason| self.invalid(format!("{rkey}.selection"), reason))?;
+            }
+            if route.plugin.is_none() && route.keys.is_empty() {
+                return Err(
+                    self.invalid(&rkey, "the route names no plugin; set `plugin` or `keys`")
+                );
+            }
+            let mut referenced: Vec<(String, &String)> = Vec::new();
+            if let Some(plugin) = &route.plugin {
+                referenced.push((format!("{rkey}.plugin"), plugin));
+            }
+            for (route_key, plugin) in &route.keys {
+                let special = route_key.starts_with('$');
+                if special
+                    && ![CONNECT_KEY, DISCONNECT_KEY, DEFAULT_KEY].contains(&route_key.as_str())
+                {
+                    return Err(self.invalid(
+                        format!("{rkey}.keys.\"{route_key}\""),
+                        "unknown special key; the special keys are $connect, $disconnect and $default",
+                    ));
+                }
+                if !special && route.selection.is_none() {
+                    return Err(self.invalid(
+                        format!("{rkey}.keys.\"{route_key}\""),
+                        "a custom route key needs a `selection` expression such as \"$request.body.action\"",
+                    ));
+                }
+                referenced.push((format!("{rkey}.keys.\"{route_key}\""), plugin));
+            }
+            for (ref_key, plugin) in referenced {
+                if !tenant.plugins.contains_key(plugin) {
+                    return Err(self.invalid(
+                        ref_key,
+                        format!(
+                            "no plugin `{plugin}` in this tenant; define it under {key}.plugins"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn valid_tenant_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{MINIMAL, error};
+
+    #[test]
+    fn duplicate_route_is_refused() {
+        let err = error(&format!(
+            "{MINIMAL}\n[tenants.demo.routes.\"/{{x}}\"]\nplugin = \"echo\"\n[tenants.demo.routes.\"/{{y}}\"]\nplugin = \"echo\"\n"
+        ));
+        assert!(err.contains("tenants.demo.routes.\"/{y}\""), "{err}");
+        assert!(err.contains("conflicts"), "{err}");
+    }
+
+    #[test]
+    fn missing_plugin_file_is_named() {
+        let err = error(
+            r#"
+            [tenants.demo.plugins.echo]
+            path = "no-such.wasm"
+            [tenants.demo.routes."/echo"]
+            plugin = "echo"
+            "#,
+        );
+        assert!(err.contains("tenants.demo.plugins.echo.path"), "{err}");
+        assert!(err.contains("no-such.wasm"), "{err}");
+    }
+
+    #[test]
+    fn unknown_plugin_reference_is_named() {
+        let err = error(
+            r#"
+            [tenants.demo.routes."/echo"]
+            plugin = "nope"
+            "#,
+        );
+        assert!(
+            err.contains("tenants.demo.routes.\"/echo\".plugin"),
+            "{err}"
+        );
+        assert!(err.contains("no plugin `nope`"), "{err}");
+    }
+
+    #[test]
+    fn custom_key_needs_selection() {
+        let err = error(&format!(
+            "{MINIMAL}\n[tenants.demo.routes.\"/game\"]\nkeys = {{ join = \"echo\" }}\n"
+        ));
+        assert!(err.contains("needs a `selection`"), "{err}");
+    }
+
+    #[test]
+    fn bad_selection_expression_is_named() {
+        let err = error(&format!(
+            "{MINIMAL}\n[tenants.demo.routes.\"/game\"]\nplugin = \"echo\"\nselection = \"$request.header.x\"\n"
+        ));
+        assert!(err.contains("selection"), "{err}");
+    }
+
+    #[test]
+    fn a_key_may_open_one_tenant_only() {
+        let two = format!(
+            "{MINIMAL}\n[tenants.demo.credentials]\nbearer_keys = [\"k\"]\n{}\n[tenants.acme.credentials]\nbearer_keys = [\"k\"]\n",
+            MINIMAL.replace("demo", "acme")
+        );
+        assert!(error(&two).contains("listed twice"));
+    }
+
+    #[test]
+    fn reserved_and_malformed_tenant_ids_are_refused() {
+        let err = error(&MINIMAL.replace("demo", "health"));
+        assert!(err.contains("reserved"), "{err}");
+        let err = error(&MINIMAL.replace("demo", "\"a/b\""));
+        assert!(err.contains("tenant id"), "{err}");
+    }
+}

@@ -1,0 +1,132 @@
+//! The closed sets of label values: each enum is the one list of its names, encoded as
+//! a Prometheus label value and written out in the metric's help text.
+
+use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
+
+/// Declares a label enum with its snake_case names, `ALL`, `as_str` and the encoding.
+macro_rules! label_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// Every label value, comma-separated, for help texts.
+            pub fn names() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// A client or tenant limit that refused or closed something.
+    Limit {
+        /// The connection was idle for the tenant's idle timeout.
+        Idle => "idle",
+        /// The connection reached its maximum age.
+        MaxAge => "max_age",
+        /// The client did not answer a ping.
+        DeadPeer => "dead_peer",
+        /// The client read nothing for the write timeout.
+        SlowConsumer => "slow_consumer",
+        /// The client kept sending past its message rate.
+        MessageFlood => "message_flood",
+        /// A message over the client's message rate was dropped.
+        MessageRate => "message_rate",
+        /// A message over the tenant's size limit closed the connection.
+        MessageSize => "message_size",
+        /// An upgrade was refused at the tenant's connection cap.
+        MaxConnections => "max_connections",
+        /// A broadcast skipped a recipient whose queue was full.
+        QueueFull => "queue_full",
+    }
+}
+
+label_enum! {
+    /// Why a plugin event failed.
+    FailureKind {
+        /// The guest trapped (a panic, an unreachable, an out-of-bounds access…).
+        Trap => "trap",
+        /// The guest ran past its time limit.
+        Timeout => "timeout",
+        /// The guest hit its memory limit.
+        Memory => "memory",
+        /// The guest made more host calls than its limit in one event.
+        HostCalls => "host_calls",
+        /// The guest overflowed its wasm stack.
+        Stack => "stack",
+        /// The plugin was suspended after repeated expensive failures.
+        Suspended => "suspended",
+        /// The guest's reply was over the tenant's message size limit.
+        ReplyTooLarge => "reply_too_large",
+    }
+}
+
+label_enum! {
+    /// A host function a plugin imports.
+    Import {
+        /// `connections.send`.
+        Send => "send",
+        /// `connections.get-info`.
+        GetInfo => "get_info",
+        /// `connections.disconnect`.
+        Disconnect => "disconnect",
+        /// `connections.list`.
+        List => "list",
+        /// `connections.broadcast`.
+        Broadcast => "broadcast",
+        /// `log.log`.
+        Log => "log",
+        /// `config.get`.
+        ConfigGet => "config_get",
+        /// `config.get-all`.
+        ConfigGetAll => "config_get_all",
+    }
+}
+
+impl Import {
+    /// The position of this import in [`Import::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_listed_once_in_order() {
+        assert_eq!(Import::ALL.len(), 8);
+        for (i, import) in Import::ALL.iter().enumerate() {
+            assert_eq!(import.index(), i);
+        }
+        assert!(FailureKind::names().starts_with("trap, timeout, memory"));
+        assert_eq!(Limit::MaxAge.to_string(), "max_age");
+    }
+}

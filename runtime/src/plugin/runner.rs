@@ -1,0 +1,308 @@
+//! A loaded plugin: its pool of warm instances and the one runner every event goes
+//! through (lane choice, checkout, the call, and return to the pool or failure).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::types::{ConnectResponse, ConnectionInfo, Message};
+use super::bindings::{RouteHandler, RouteHandlerPre};
+use super::call::HostCallLimit;
+use super::state::{EventScope, HostState, PluginScope};
+use super::{PluginError, convert, epoch, heavy};
+use crate::metrics::FailureKind;
+use crate::registry::{ConnectionMeta, now_ms};
+
+/// A live instance and its store.
+struct Instance {
+    store: Store<HostState>,
+    handler: RouteHandler,
+}
+
+/// An event for a plugin, owning what the guest gets, so it can move to the
+/// low-priority lane.
+enum Event {
+    /// Boxed: the connection's whole description is six times the other events.
+    Connect(Box<ConnectionInfo>),
+    Message { route_key: String, message: Message },
+    Disconnect { code: u16, reason: String },
+}
+
+/// What an event returned.
+enum Outcome {
+    Connect(ConnectResponse),
+    Message(Option<Message>),
+    Disconnect,
+}
+
+/// A loaded plugin: compiled, pre-linked, with its pool of warm instances.
+pub struct Plugin {
+    engine: Engine,
+    pre: RouteHandlerPre<HostState>,
+    /// Instances not in use. Never two events on one instance at once.
+    idle: Mutex<Vec<Instance>>,
+    scope: Arc<PluginScope>,
+    /// Timeouts and memory failures in a row; reset by any success.
+    expensive_failures: AtomicU32,
+    /// While now (ms since the epoch) is before this, events fail without running.
+    suspended_until_ms: AtomicU64,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    pub(super) fn new(
+        engine: Engine,
+        pre: RouteHandlerPre<HostState>,
+        scope: PluginScope,
+    ) -> Plugin {
+        Plugin {
+            engine,
+            pre,
+            idle: Mutex::new(Vec::new()),
+            scope: Arc::new(scope),
+            expensive_failures: AtomicU32::new(0),
+            suspended_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The plugin's name in the config.
+    pub fn name(&self) -> &str {
+        &self.scope.plugin
+    }
+
+    /// Counts a failure in the metrics.
+    pub fn record_failure(&self, kind: FailureKind) {
+        self.scope.metrics.failure(kind);
+    }
+
+    /// Runs `$connect`.
+    pub async fn on_connect(
+        self: &Arc<Self>,
+        route: &Arc<str>,
+        meta: &ConnectionMeta,
+    ) -> Result<ConnectResponse, PluginError> {
+        let info = convert::info(meta, meta.connected_at);
+        match self.run(route, &meta.id, Event::Connect(Box::new(info))).await? {
+            Outcome::Connect(response) => Ok(response),
+            _ => unreachable!("a connect event answers a connect response"),
+        }
+    }
+
+    /// Runs a message event; the result is the reply, if any.
+    pub async fn on_message(
+        self: &Arc<Self>,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        route_key: &str,
+        message: Message,
+    ) -> Result<Option<Message>, PluginError> {
+        let event = Event::Message {
+            route_key: route_key.to_owned(),
+            message,
+        };
+        match self.run(route, connection, event).await? {
+            Outcome::Message(reply) => Ok(reply),
+            _ => unreachable!("a message event answers a reply"),
+        }
+    }
+
+    /// Runs `$disconnect`.
+    pub async fn on_disconnect(
+        self: &Arc<Self>,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), PluginError> {
+        let event = Event::Disconnect {
+            code,
+            reason: reason.to_owned(),
+        };
+        self.run(route, connection, event).await.map(|_| ())
+    }
+
+    /// Runs an event on the normal lane, or on the low-priority lane while the plugin
+    /// is CPU-heavy.
+    async fn run(
+        self: &Arc<Self>,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        event: Event,
+    ) -> Result<Outcome, PluginError> {
+        if !self.is_heavy() {
+            return self.call(route, connection, event).await;
+        }
+        self.scope.metrics.heavy_event();
+        let (this, route, connection) = (self.clone(), route.clone(), connection.clone());
+        heavy::run(async move { this.call(&route, &connection, event).await })
+            .await
+            .unwrap_or_else(|err| {
+                Err(PluginError::Trap(format!(
+                    "the event's task on the low-priority lane failed: {err}"
+                )))
+            })
+    }
+
+    /// Checks out an instance, calls the guest, and finishes.
+    async fn call(
+        &self,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        event: Event,
+    ) -> Result<Outcome, PluginError> {
+        let mut instance = self.checkout(connection, route).await?;
+        let handler = instance.handler.wsgate_plugin_handler();
+        let store = &mut instance.store;
+        let result = match &event {
+            Event::Connect(info) => handler
+                .call_on_connect(store, info)
+                .await
+                .map(Outcome::Connect),
+            Event::Message { route_key, message } => handler
+                .call_on_message(store, connection, route_key, message)
+                .await
+                .map(Outcome::Message),
+            Event::Disconnect { code, reason } => handler
+                .call_on_disconnect(store, connection, *code, reason)
+                .await
+                .map(|()| Outcome::Disconnect),
+        };
+        self.finish(instance, result)
+    }
+
+    /// Takes a warm instance or makes one, and points it at the event.
+    async fn checkout(
+        &self,
+        connection: &Arc<str>,
+        route: &Arc<str>,
+    ) -> Result<Instance, PluginError> {
+        if now_ms() < self.suspended_until_ms.load(Ordering::Relaxed) {
+            self.record_failure(FailureKind::Suspended);
+            return Err(PluginError::Suspended(self.scope.limits.suspend_for));
+        }
+        let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut instance = match pooled {
+            Some(instance) => instance,
+            None => self.instantiate().await?,
+        };
+        let deadline = Instant::now() + self.scope.limits.timeout;
+        instance.store.data().stderr.clear_recent();
+        instance.store.data_mut().host_calls = 0;
+        instance.store.data_mut().event = EventScope {
+            connection: connection.clone(),
+            route: route.clone(),
+            deadline,
+            ticks: 0,
+            calls_at_tick: 0,
+        };
+        instance.store.set_epoch_deadline(1);
+        Ok(instance)
+    }
+
+    async fn instantiate(&self) -> Result<Instance, PluginError> {
+        let mut store = Store::new(&self.engine, HostState::new(self.scope.clone()));
+        store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_callback(epoch::on_tick);
+        // Instantiation runs guest start code, so it gets the event's budget too.
+        store.data_mut().event.deadline = Instant::now() + self.scope.limits.timeout;
+        store.set_epoch_deadline(1);
+        let handler = match self.pre.instantiate_async(&mut store).await {
+            Ok(handler) => handler,
+            Err(err) => return Err(self.failed(err, store.data().stderr.take_recent())),
+        };
+        Ok(Instance { store, handler })
+    }
+
+    /// Returns a healthy instance to the pool, or maps the failure and drops it.
+    fn finish<R>(&self, instance: Instance, result: wasmtime::Result<R>) -> Result<R, PluginError> {
+        instance
+            .store
+            .data()
+            .turn
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match result {
+            Ok(value) => {
+                self.expensive_failures.store(0, Ordering::Relaxed);
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < self.scope.limits.pool_size {
+                    idle.push(instance);
+                }
+                Ok(value)
+            }
+            Err(err) => Err(self.failed(err, instance.store.data().stderr.take_recent())),
+        }
+    }
+
+    /// Classifies and counts a failure; suspends the plugin after too many expensive
+    /// ones in a row. Traps are cheap (the instance is dropped, a new one costs tens of
+    /// microseconds), so they never suspend; timeouts burn a whole time budget each.
+    fn failed(&self, err: wasmtime::Error, stderr: Vec<String>) -> PluginError {
+        let error = self.classify(err, stderr);
+        self.record_failure(error.kind());
+        if matches!(error, PluginError::Timeout(_) | PluginError::Memory(_)) {
+            let failures = self.expensive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let limits = &self.scope.limits;
+            if failures >= limits.suspend_after {
+                self.expensive_failures.store(0, Ordering::Relaxed);
+                let until = now_ms() + limits.suspend_for.as_millis() as u64;
+                self.suspended_until_ms.store(until, Ordering::Relaxed);
+                tracing::warn!(
+                    tenant = %self.scope.tenant,
+                    plugin = %self.scope.plugin,
+                    failures,
+                    "plugin suspended for {:?} after repeated timeouts or memory failures",
+                    limits.suspend_for
+                );
+            }
+        }
+        error
+    }
+
+    /// Names the cause of a failed call. A trap's message is one line: the trap, then
+    /// what the guest printed to stderr during the event (a panic message). The full
+    /// wasm backtrace goes to the debug log.
+    fn classify(&self, err: wasmtime::Error, stderr: Vec<String>) -> PluginError {
+        tracing::debug!(plugin = %self.scope.plugin, error = ?err, "plugin call failed");
+        if let Some(limit) = err.downcast_ref::<HostCallLimit>() {
+            return PluginError::HostCalls(limit.to_string());
+        }
+        let trap = err.downcast_ref::<Trap>();
+        match trap {
+            Some(Trap::Interrupt) => return PluginError::Timeout(self.scope.limits.timeout),
+            Some(Trap::StackOverflow) => return PluginError::Stack,
+            _ => {}
+        }
+        let text = format!("{err:#}");
+        // wasmtime's two wordings for a growth refused by the store's limiter.
+        if text.contains("forcing trap when growing memory")
+            || text.contains("forcing a memory growth failure")
+        {
+            return PluginError::Memory(self.scope.limits.memory_bytes);
+        }
+        let mut text = match trap {
+            Some(trap) => trap.to_string(),
+            None => err.to_string(),
+        };
+        if !stderr.is_empty() {
+            text.push_str("; guest stderr: ");
+            text.push_str(&stderr.join(" | "));
+        }
+        PluginError::Trap(text)
+    }
+
+    /// Whether the plugin's recent events ran past an epoch tick.
+    fn is_heavy(&self) -> bool {
+        now_ms() < self.scope.heavy_until_ms.load(Ordering::Relaxed)
+    }
+}
