@@ -19,7 +19,7 @@ async fn compiled_components_are_cached() {
         move |l: &str| l.contains("plugin loaded") && l.contains(&format!("from={origin}"))
     };
 
-    let first = Gateway::start(&text).await;
+    let first = Gateway::start_binary(&text).await;
     first.logs.wait_for("compiled", loaded("compiled")).await;
     drop(first);
     let entries: Vec<_> = std::fs::read_dir(dir.path())
@@ -29,7 +29,7 @@ async fn compiled_components_are_cached() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert!(entries[0].extension().is_some_and(|e| e == "cwasm"));
 
-    let second = Gateway::start(&text).await;
+    let second = Gateway::start_binary(&text).await;
     second
         .logs
         .wait_for("read from the cache", loaded("cache"))
@@ -39,7 +39,7 @@ async fn compiled_components_are_cached() {
     drop(second);
 
     std::fs::write(&entries[0], b"garbage").unwrap();
-    let third = Gateway::start(&text).await;
+    let third = Gateway::start_binary(&text).await;
     third
         .logs
         .wait_for("a warning", |l| l.contains("unusable cache entry"))
@@ -63,7 +63,7 @@ async fn functions_shared_between_plugins_are_compiled_once() {
         plugin("demo", "echo", plugins::ECHO, ""),
         plugin("demo", "id", plugins::CONNECTION_ID, ""),
     ));
-    let gateway = Gateway::start(&text).await;
+    let gateway = Gateway::start_binary(&text).await;
     let line = gateway
         .logs
         .wait_for("the function cache's report", |l| {

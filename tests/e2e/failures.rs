@@ -13,7 +13,7 @@ use crate::standard_config;
 /// connection stays open, the log names tenant, route and connection.
 #[tokio::test]
 async fn trap_in_message_fails_only_that_event() {
-    let gateway = Gateway::start(&standard_config()).await;
+    let gateway = Gateway::start_binary(&standard_config()).await;
     let mut client = gateway.connect("/demo/panic").await;
     let mut bystander = gateway.connect("/demo/echo").await;
     assert_eq!(ask(&mut client, "before").await, "before");
@@ -68,7 +68,7 @@ async fn trap_in_connect_is_500() {
 /// A trap in `$disconnect` is logged and harms nobody.
 #[tokio::test]
 async fn trap_in_disconnect_is_logged() {
-    let gateway = Gateway::start(&standard_config()).await;
+    let gateway = Gateway::start_binary(&standard_config()).await;
     let mut client = gateway.connect("/demo/panic").await;
     client
         .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {

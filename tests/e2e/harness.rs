@@ -1,5 +1,9 @@
-//! Starts the real `wsgate` binary on free loopback ports with a config of the test's
-//! choosing, and gives tests WebSocket and HTTP clients that wait with timeouts.
+//! Starts the gateway on free loopback ports with a config of the test's choosing, and
+//! gives tests WebSocket and HTTP clients that wait with timeouts.
+//!
+//! [`Gateway::start`] runs it in this process through `wsgate::run`, as `wsgate serve`
+//! does, and lets a test reach its internals (a snapshot swap). [`Gateway::start_binary`]
+//! runs the real `wsgate` binary, for tests that read its log or need a process.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -14,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -29,11 +34,17 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_wsgate");
 pub struct Logs {
     lines: Mutex<Vec<String>>,
     added: Notify,
+    /// The gateway runs in this process, whose log the test cannot read.
+    in_process: bool,
 }
 
 impl Logs {
     /// Waits until a log line satisfies `pred`; returns it.
     pub async fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        assert!(
+            !self.in_process,
+            "waiting for a log line {what} of an in-process gateway: start it with Gateway::start_binary"
+        );
         let found = tokio::time::timeout(WAIT, async {
             loop {
                 let added = self.added.notified();
@@ -53,9 +64,10 @@ impl Logs {
     }
 }
 
-/// A running gateway; killed when dropped.
+/// A running gateway; stopped when dropped.
 pub struct Gateway {
-    child: Child,
+    /// The `wsgate` process, or the in-process gateway and its shutdown.
+    running: Running,
     /// The WebSocket listener.
     pub ws: SocketAddr,
     /// The admin listener.
@@ -65,9 +77,25 @@ pub struct Gateway {
     _dir: tempfile::TempDir,
 }
 
+/// How a test gateway runs.
+enum Running {
+    /// The binary, killed on drop.
+    Process(Child),
+    /// `wsgate::run` on the test's runtime, cancelled on drop.
+    InProcess {
+        gateway: Arc<wsgate::Gateway>,
+        shutdown: CancellationToken,
+    },
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        match &mut self.running {
+            Running::Process(child) => {
+                let _ = child.start_kill();
+            }
+            Running::InProcess { shutdown, .. } => shutdown.cancel(),
+        }
     }
 }
 
@@ -82,8 +110,60 @@ pub fn plugin(tenant: &str, name: &str, path: &str, extra: &str) -> String {
 }
 
 impl Gateway {
-    /// Starts the gateway on `config_text` and waits for both listening lines.
+    /// Starts the gateway in this process on `config_text`, bound to free ports.
     pub async fn start(config_text: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wsgate.toml");
+        let mut config = wsgate::Config::parse(config_text, &path, dir.path())
+            .unwrap_or_else(|e| panic!("the test config is invalid: {e}"));
+        if config.compile.cache_dir.is_none() {
+            // Compiled plugins are cached under the build directory, not the user's home.
+            config.compile.cache_dir =
+                Some(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("wsgate"));
+        }
+        let gateway = Arc::new(
+            wsgate::Gateway::new(&config)
+                .unwrap_or_else(|e| panic!("the gateway did not start: {e}")),
+        );
+        let ws_listener = tokio::net::TcpListener::bind(config.listen.ws)
+            .await
+            .unwrap();
+        let admin_listener = tokio::net::TcpListener::bind(config.listen.admin)
+            .await
+            .unwrap();
+        let (ws, admin) = (
+            ws_listener.local_addr().unwrap(),
+            admin_listener.local_addr().unwrap(),
+        );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wsgate::run(
+            gateway.clone(),
+            ws_listener,
+            admin_listener,
+            shutdown.clone(),
+        ));
+        Gateway {
+            running: Running::InProcess { gateway, shutdown },
+            ws,
+            admin,
+            logs: Arc::new(Logs {
+                in_process: true,
+                ..Logs::default()
+            }),
+            _dir: dir,
+        }
+    }
+
+    /// The in-process gateway (for tests that reach its internals).
+    pub fn internals(&self) -> &Arc<wsgate::Gateway> {
+        match &self.running {
+            Running::InProcess { gateway, .. } => gateway,
+            Running::Process(_) => panic!("a binary gateway has no internals to reach"),
+        }
+    }
+
+    /// Starts the `wsgate` binary on `config_text` and waits for both listening lines.
+    pub async fn start_binary(config_text: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wsgate.toml");
         std::fs::write(&path, config_text).unwrap();
@@ -133,7 +213,7 @@ impl Gateway {
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
         Gateway {
-            child,
+            running: Running::Process(child),
             ws,
             admin,
             logs,

@@ -192,7 +192,7 @@ async fn long_uri_is_414() {
 /// the write timeout, freeing its memory; the log says why.
 #[tokio::test]
 async fn slow_consumer_is_dropped() {
-    let gateway = Gateway::start(&limits_config()).await;
+    let gateway = Gateway::start_binary(&limits_config()).await;
     let mut client = gateway.connect("/slow/echo").await;
     assert_eq!(ask(&mut client, "hi").await, "hi");
     let http = reqwest::Client::new();
@@ -264,7 +264,7 @@ async fn slow_consumer_is_dropped() {
 /// A peer that stops answering pings is found dead at the next ping and dropped.
 #[tokio::test]
 async fn unresponsive_peer_is_dropped() {
-    let gateway = Gateway::start(&limits_config()).await;
+    let gateway = Gateway::start_binary(&limits_config()).await;
     // Connected, but never polled again: it answers no ping.
     let silent = gateway.connect("/slow/echo").await;
     gateway

@@ -18,6 +18,7 @@ mod host_api;
 mod limits;
 mod routing;
 mod sandbox;
+mod seams;
 mod sigv4;
 
 use wsgate_test_plugins as plugins;

@@ -93,7 +93,7 @@ async fn unmatched_message_without_default_is_forbidden() {
 /// limit that caps connections.
 #[tokio::test]
 async fn health_on_both_listeners() {
-    let gateway = Gateway::start(&standard_config()).await;
+    let gateway = Gateway::start_binary(&standard_config()).await;
     gateway
         .logs
         .wait_for("the open files limit", |l| {

@@ -62,7 +62,7 @@ async fn fails(gateway: &Gateway, client: &mut Client, command: &str, kind: &str
 /// own limit; the connection stays open and the gateway keeps serving.
 #[tokio::test]
 async fn each_hostile_behaviour_is_stopped() {
-    let gateway = Gateway::start(&sandbox_config(100)).await;
+    let gateway = Gateway::start_binary(&sandbox_config(100)).await;
     let mut evil = gateway.connect("/evil/h").await;
     let mut good = gateway.connect("/good/echo").await;
     for (command, kind) in [
@@ -134,7 +134,7 @@ async fn looping_connect_is_500() {
 /// without running it, and the log and metrics say so.
 #[tokio::test]
 async fn repeated_timeouts_suspend_the_plugin() {
-    let gateway = Gateway::start(&sandbox_config(3)).await;
+    let gateway = Gateway::start_binary(&sandbox_config(3)).await;
     let mut evil = gateway.connect("/evil/h").await;
     for _ in 0..3 {
         fails(&gateway, &mut evil, "loop", "timeout").await;
@@ -171,7 +171,7 @@ async fn echo_latencies(client: &mut Client, count: usize) -> Vec<Duration> {
 /// bound of the quiet case (the precise ratio is a benchmark's job).
 #[tokio::test]
 async fn a_noisy_neighbour_does_not_stall_another_tenant() {
-    let gateway = Gateway::start(&sandbox_config(1_000_000)).await;
+    let gateway = Gateway::start_binary(&sandbox_config(1_000_000)).await;
     let mut good = gateway.connect("/good/echo").await;
     let quiet = median(echo_latencies(&mut good, 200).await);
 

@@ -26,8 +26,14 @@ struct Instance {
 enum Event {
     /// Boxed: the connection's whole description is six times the other events.
     Connect(Box<ConnectionInfo>),
-    Message { route_key: String, message: Message },
-    Disconnect { code: u16, reason: String },
+    Message {
+        route_key: String,
+        message: Message,
+    },
+    Disconnect {
+        code: u16,
+        reason: String,
+    },
 }
 
 /// What an event returned.
@@ -91,7 +97,10 @@ impl Plugin {
         meta: &ConnectionMeta,
     ) -> Result<ConnectResponse, PluginError> {
         let info = convert::info(meta, meta.connected_at);
-        match self.run(route, &meta.id, Event::Connect(Box::new(info))).await? {
+        match self
+            .run(route, &meta.id, Event::Connect(Box::new(info)))
+            .await?
+        {
             Outcome::Connect(response) => Ok(response),
             _ => unreachable!("a connect event answers a connect response"),
         }
