@@ -7,7 +7,7 @@
 #   scripts/bench.sh                  # the full run: 5 s per measurement, release build
 #   BENCH_SECONDS=2 scripts/bench.sh  # shorter measurements
 #   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3 and S7 once each instead of three times
-#   scripts/bench.sh --smoke          # seconds, small sizes, debug build, results under
+#   scripts/bench.sh --smoke          # seconds, small sizes, results under
 #                                     # target/bench-smoke: proves every scenario runs
 #
 # Scenarios (bench/README.md says what each measures and why):
@@ -22,23 +22,20 @@ smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
 if $smoke; then
     seconds=0.5 warmup=0.2 idle=500 room=201 rounds=3 plugins=5 repeats=1
-    profile=debug out=target/bench-smoke
-    cargo_profile=()
+    out=target/bench-smoke
 else
     seconds=${BENCH_SECONDS:-5} warmup=1 idle=15000 room=10001 rounds=20 plugins=50
     repeats=${BENCH_REPEATS:-3}
-    profile=release out=bench
-    cargo_profile=(--release)
+    out=bench
 fi
 mkdir -p "$out"
 
-scripts/build-plugins.sh
-cargo build "${cargo_profile[@]}" -p wsgate -p wsgate-bench
-if [ ! -d bench/node/node_modules/ws ]; then
-    npm ci --prefix bench/node --no-audit --no-fund --silent
-fi
-bench=target/$profile/wsgate-bench
-gateway=target/$profile/wsgate
+scripts/setup-tests.sh
+# The release profile and the package selection of scripts/serve-example.sh: no second
+# build of the gateway.
+cargo build --release -p wsgate -p wsgate-bench -p wsgate-test-plugins
+bench=target/release/wsgate-bench
+gateway=target/release/wsgate
 # The servers and the client hold up to 15,000 sockets each.
 ulimit -n "$(ulimit -Hn)"
 
@@ -152,12 +149,12 @@ for server in raw node wsgate; do stop "$server"; done
 # S8 copies echo $plugins times; "S8 mix" starts six different plugins once each, to show
 # what the function cache saves when the code really differs.
 echo "bench: S8" >&2
-"$bench" startup --gateway "$gateway" --plugin target/wasm32-wasip2/release/echo.wasm \
+"$bench" startup --gateway "$gateway" --plugin target/plugins/wasm32-wasip2/release/echo.wasm \
     --plugins "$plugins" --label S8 --json >> "$results"
 echo "bench: S8 mix" >&2
 mix=() kinds=0
 for plugin in echo connection_id chat auth test_fanout test_hostile; do
-    mix+=(--plugin "target/wasm32-wasip2/release/$plugin.wasm") kinds=$((kinds + 1))
+    mix+=(--plugin "target/plugins/wasm32-wasip2/release/$plugin.wasm") kinds=$((kinds + 1))
 done
 "$bench" startup --gateway "$gateway" "${mix[@]}" --plugins "$kinds" --label "S8 mix" --json >> "$results"
 

@@ -144,7 +144,7 @@ enum Command {
         #[arg(long, default_value = "target/release/wsgate")]
         gateway: PathBuf,
         /// A component to copy; repeat it to copy several in turn.
-        #[arg(long, default_values = ["target/wasm32-wasip2/release/echo.wasm"])]
+        #[arg(long, default_values = ["target/plugins/wasm32-wasip2/release/echo.wasm"])]
         plugin: Vec<PathBuf>,
         /// How many distinct plugins to configure.
         #[arg(long, default_value_t = 50)]

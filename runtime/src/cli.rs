@@ -63,7 +63,7 @@ pub enum Command {
     Disconnect {
         /// The connection id.
         id: String,
-        /// Close code: 1000 or 4000-4999.
+        /// Close code: 1000 or 3000-4999.
         #[arg(long, default_value_t = 1000)]
         code: u16,
         /// Close reason.

