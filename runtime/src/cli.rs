@@ -41,14 +41,16 @@ pub enum Command {
     },
     /// Show one connection.
     Get {
-        /// The connection id.
+        /// The connection id. Ids may start with `-`, so one is never taken for a flag.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Send data to a connection (text when it is UTF-8, unless --binary).
     Send {
-        /// The connection id.
+        /// The connection id. Ids may start with `-`, so one is never taken for a flag.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// The data to send.
         #[arg(long)]
@@ -61,7 +63,8 @@ pub enum Command {
     },
     /// Close a connection.
     Disconnect {
-        /// The connection id.
+        /// The connection id. Ids may start with `-`, so one is never taken for a flag.
+        #[arg(allow_hyphen_values = true)]
         id: String,
         /// Close code: 1000 or 3000-4999.
         #[arg(long, default_value_t = 1000)]

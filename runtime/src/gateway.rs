@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, ConfigError, GlobalLimits};
 use crate::credentials::Keys;
 use crate::metrics::Metrics;
-use crate::plugin::{EngineError, Grants, Host, Loader, Plugin, PluginScope};
+use crate::plugin::{EngineError, Grants, Host, Loader, Plugin, PluginScope, TenantQuota};
 use crate::registry::LocalRegistry;
 use crate::tenant::{Route, Tenant};
 
@@ -104,6 +104,10 @@ impl Gateway {
             let events = Arc::new(tokio::sync::Semaphore::new(
                 tenant_config.limits.max_concurrent_events,
             ));
+            let quota = Arc::new(TenantQuota::new(
+                tenant_config.limits.max_instances,
+                tenant_config.limits.memory_bytes,
+            ));
             let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
             for (name, plugin_config) in &tenant_config.plugins {
                 let scope = PluginScope {
@@ -115,6 +119,10 @@ impl Gateway {
                     max_message_bytes: tenant_config.limits.max_message_bytes,
                     limits: plugin_config.limits.clone(),
                     metrics: self.metrics.plugin(id, name),
+                    instances: Arc::new(tokio::sync::Semaphore::new(
+                        plugin_config.limits.max_instances,
+                    )),
+                    quota: quota.clone(),
                     events: events.clone(),
                     heavy_until_ms: Default::default(),
                 };

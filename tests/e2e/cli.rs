@@ -117,6 +117,17 @@ async fn cli_manages_connections() {
     .await;
     assert_ne!(code, 0);
     assert!(err.contains("410 GoneException"), "{err}");
+    // One id in 64 starts with `-` (URL-safe base64): it is an id, never a flag.
+    for verb in ["get", "disconnect"] {
+        let (code, _, err) = cli(
+            &gateway,
+            &[verb, "-x3vmQoTQW6ZKbP0YyQx_g", key[0], key[1]],
+            &[],
+        )
+        .await;
+        assert_ne!(code, 0);
+        assert!(err.contains("410 GoneException"), "{verb}: {err}");
+    }
     let (code, _, err) = cli(&gateway, &["list", "--key", "wrong"], &[]).await;
     assert_ne!(code, 0);
     assert!(err.contains("403 ForbiddenException"), "{err}");

@@ -162,6 +162,20 @@ impl Gateway {
         }
     }
 
+    /// The resident memory of a binary gateway, in KiB (Linux `/proc`).
+    pub fn rss_kib(&self) -> u64 {
+        let Running::Process(child) = &self.running else {
+            panic!("an in-process gateway shares the test's memory: use start_binary");
+        };
+        let pid = child.id().expect("the gateway is running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// Starts the `wsgate` binary on `config_text` and waits for both listening lines.
     pub async fn start_binary(config_text: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();

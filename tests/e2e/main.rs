@@ -16,6 +16,7 @@ mod failures;
 mod frames;
 mod host_api;
 mod limits;
+mod quota;
 mod routing;
 mod sandbox;
 mod seams;

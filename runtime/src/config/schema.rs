@@ -195,6 +195,12 @@ pub struct TenantLimits {
     /// Short events never need one. It keeps one tenant's CPU-heavy plugins from
     /// holding every core. Default: half the cores, at least one.
     pub max_concurrent_events: usize,
+    /// Plugin events of this tenant that may hold an instance at once, across its
+    /// plugins; an event waits for a place within its time limit.
+    pub max_instances: usize,
+    /// Linear memory all of the tenant's plugin instances may hold together, running
+    /// and pooled, in bytes. A growth past it traps (`kind=memory`).
+    pub memory_bytes: usize,
     /// Browser origins allowed to connect (`Origin` header); empty allows any. Requests
     /// without an `Origin` (non-browser clients) are always allowed.
     pub allowed_origins: Vec<String>,
@@ -227,6 +233,8 @@ impl Default for TenantLimits {
             max_connection_age: Duration::from_secs(7200),
             ping_interval: Duration::from_secs(30),
             max_concurrent_events: (cores / 2).max(1),
+            max_instances: 256,
+            memory_bytes: 1 << 30,
             allowed_origins: Vec::new(),
             api_rate: 10_000,
             api_burst: 5_000,
@@ -296,6 +304,12 @@ pub struct PluginLimits {
     pub timeout: Duration,
     /// Idle instances kept warm for reuse.
     pub pool_size: usize,
+    /// An instance whose linear memory grew past this is dropped after its event
+    /// rather than kept warm, so the pool never holds what one event grew it to.
+    pub pool_memory_bytes: usize,
+    /// Events of this plugin that may hold an instance at once; an event waits for a
+    /// place within its time limit, then fails (`kind=instances`).
+    pub max_instances: usize,
     /// Host calls (send, get-info, list, log, …) one event may make; the guest is
     /// stopped at the next one.
     pub max_host_calls: u32,
@@ -313,6 +327,8 @@ impl Default for PluginLimits {
             memory_bytes: 16 << 20,
             timeout: Duration::from_millis(100),
             pool_size: 16,
+            pool_memory_bytes: 4 << 20,
+            max_instances: 64,
             max_host_calls: 100_000,
             suspend_after: 5,
             suspend_for: Duration::from_secs(10),
@@ -394,6 +410,8 @@ mod tests {
         assert_eq!(limits.ping_interval, Duration::from_secs(30));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         assert_eq!(limits.max_concurrent_events, (cores / 2).max(1));
+        assert_eq!(limits.max_instances, 256);
+        assert_eq!(limits.memory_bytes, 1 << 30);
         assert!(limits.allowed_origins.is_empty());
         assert_eq!((limits.api_rate, limits.api_burst), (10_000, 5_000));
         let plugin = &demo.plugins["echo"];
@@ -403,6 +421,8 @@ mod tests {
         assert_eq!(limits.memory_bytes, 16 << 20);
         assert_eq!(limits.timeout, Duration::from_millis(100));
         assert_eq!(limits.pool_size, 16);
+        assert_eq!(limits.pool_memory_bytes, 4 << 20);
+        assert_eq!(limits.max_instances, 64);
         assert_eq!(limits.max_host_calls, 100_000);
         assert_eq!(limits.suspend_after, 5);
         assert_eq!(limits.suspend_for, Duration::from_secs(10));

@@ -89,6 +89,9 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        if limits.max_instances == 0 {
+            return Err(self.invalid(format!("{key}.limits.max_instances"), "must be at least 1"));
+        }
         if limits.message_rate == Some(0) || limits.message_burst == Some(0) {
             return Err(self.invalid(
                 format!("{key}.limits"),
@@ -127,6 +130,20 @@ impl Config {
                     format!("{pkey}.limits.memory_bytes"),
                     "must be at least 1048576 (1 MiB)",
                 ));
+            }
+            if plugin.limits.memory_bytes > limits.memory_bytes {
+                return Err(self.invalid(
+                    format!("{pkey}.limits.memory_bytes"),
+                    format!(
+                        "is more than the tenant's whole memory budget ({key}.limits.memory_bytes = {}): one instance could never reach it",
+                        limits.memory_bytes
+                    ),
+                ));
+            }
+            if plugin.limits.max_instances == 0 {
+                return Err(
+                    self.invalid(format!("{pkey}.limits.max_instances"), "must be at least 1")
+                );
             }
             if plugin.limits.timeout.is_zero() {
                 return Err(self.invalid(

@@ -82,6 +82,8 @@ label_enum! {
         Stack => "stack",
         /// The plugin was suspended after repeated expensive failures.
         Suspended => "suspended",
+        /// No instance was free under the plugin's or tenant's cap in time.
+        Instances => "instances",
         /// The guest's reply was over the tenant's message size limit.
         ReplyTooLarge => "reply_too_large",
     }

@@ -192,6 +192,8 @@ pub(super) mod tests {
                 ..PluginLimits::default()
             },
             metrics: crate::metrics::Metrics::new().plugin("t", "p"),
+            instances: Arc::new(tokio::sync::Semaphore::new(1)),
+            quota: Arc::new(crate::plugin::TenantQuota::new(1, 1 << 30)),
             events: Arc::new(tokio::sync::Semaphore::new(1)),
             heavy_until_ms: Default::default(),
         };

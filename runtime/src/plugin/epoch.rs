@@ -49,7 +49,8 @@ fn count_compute(state: &mut HostState) {
 
 /// The event has run past a tick: from here on it needs one of the tenant's permits,
 /// so one tenant's CPU-heavy events cannot hold every core. Short events never get here
-/// and pay nothing. Returns the wait when no permit is free.
+/// and pay nothing. Returns the wait when no permit is free; the wait ends at the
+/// event's deadline at the latest, where the next tick interrupts it.
 fn wait_for_turn(state: &HostState) -> Option<UpdateDeadline> {
     let mut turn = state.turn.lock().unwrap_or_else(|e| e.into_inner());
     if turn.is_some() {
@@ -64,10 +65,12 @@ fn wait_for_turn(state: &HostState) -> Option<UpdateDeadline> {
             // Wait suspended, not spinning, until a permit frees up.
             let events = state.scope.events.clone();
             let slot = state.turn.clone();
+            let deadline = tokio::time::Instant::from_std(state.event.deadline);
             Some(UpdateDeadline::YieldCustom(
                 1,
                 Box::pin(async move {
-                    if let Ok(permit) = events.acquire_owned().await {
+                    let permit = tokio::time::timeout_at(deadline, events.acquire_owned());
+                    if let Ok(Ok(permit)) = permit.await {
                         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
                     }
                 }),

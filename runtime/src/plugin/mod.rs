@@ -9,6 +9,7 @@
 //! - `heavy`: the low-priority lane for CPU-heavy plugins.
 //! - `state`: what a `Store` holds (plugin scope, event scope, WASI, limits).
 //! - `grants`: what a plugin may reach ([`Grants`]).
+//! - `quota`: a tenant's caps on instances in use and on memory across its instances.
 //! - `call`: the wrapper every import goes through (budget, metrics).
 //! - `connections_impl`, `log_impl`, `config_impl`: the host API, one file per WIT
 //!   interface.
@@ -36,6 +37,7 @@ mod heavy;
 mod loader;
 mod log_impl;
 mod output;
+mod quota;
 mod runner;
 mod state;
 
@@ -48,6 +50,7 @@ pub use engine::{EngineError, Host};
 pub use function_cache::FunctionCacheStats;
 pub use grants::Grants;
 pub use loader::Loader;
+pub use quota::{MemoryBudget, TenantQuota};
 pub use runner::Plugin;
 pub use state::PluginScope;
 
@@ -76,6 +79,12 @@ pub enum PluginError {
     /// The guest made more host calls in one event than its limit allows.
     #[error("{0}")]
     HostCalls(String),
+    /// No instance was free under the plugin's or the tenant's cap within the event's
+    /// time limit.
+    #[error(
+        "no instance of the plugin was free within its {0:?} time limit (limits.max_instances of the plugin or its tenant)"
+    )]
+    Busy(Duration),
     /// The plugin failed expensively too often in a row and is suspended.
     #[error("the plugin is suspended for {0:?} after repeated timeouts or memory failures")]
     Suspended(Duration),
@@ -92,6 +101,7 @@ impl PluginError {
             PluginError::Memory(_) => FailureKind::Memory,
             PluginError::Stack => FailureKind::Stack,
             PluginError::HostCalls(_) => FailureKind::HostCalls,
+            PluginError::Busy(_) => FailureKind::Instances,
             PluginError::Suspended(_) => FailureKind::Suspended,
             PluginError::Trap(_) => FailureKind::Trap,
         }

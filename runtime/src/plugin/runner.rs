@@ -10,6 +10,7 @@ use wasmtime::{Engine, Store, Trap};
 use super::bindings::types::{ConnectResponse, ConnectionInfo, Message};
 use super::bindings::{RouteHandler, RouteHandlerPre};
 use super::call::HostCallLimit;
+use super::quota::Turn;
 use super::state::{EventScope, HostState, PluginScope};
 use super::{PluginError, convert, epoch, heavy};
 use crate::metrics::FailureKind;
@@ -161,14 +162,21 @@ impl Plugin {
             })
     }
 
-    /// Checks out an instance, calls the guest, and finishes.
+    /// Waits for a turn under the instance caps, checks out an instance, calls the
+    /// guest, and finishes. The wait counts against the event's time limit.
     async fn call(
         &self,
         route: &Arc<str>,
         connection: &Arc<str>,
         event: Event,
     ) -> Result<Outcome, PluginError> {
-        let mut instance = self.checkout(connection, route).await?;
+        if now_ms() < self.suspended_until_ms.load(Ordering::Relaxed) {
+            self.record_failure(FailureKind::Suspended);
+            return Err(PluginError::Suspended(self.scope.limits.suspend_for));
+        }
+        let deadline = Instant::now() + self.scope.limits.timeout;
+        let _turn = self.turn(deadline).await?;
+        let mut instance = self.checkout(connection, route, deadline).await?;
         let handler = instance.handler.wsgate_plugin_handler();
         let store = &mut instance.store;
         let result = match &event {
@@ -188,22 +196,31 @@ impl Plugin {
         self.finish(instance, result)
     }
 
+    /// Waits, until `deadline`, for a place under the plugin's and the tenant's caps on
+    /// instances in use.
+    async fn turn(&self, deadline: Instant) -> Result<Turn, PluginError> {
+        let take = Turn::take(&self.scope.instances, &self.scope.quota.instances);
+        match tokio::time::timeout_at(deadline.into(), take).await {
+            Ok(turn) => Ok(turn),
+            Err(_) => {
+                self.record_failure(FailureKind::Instances);
+                Err(PluginError::Busy(self.scope.limits.timeout))
+            }
+        }
+    }
+
     /// Takes a warm instance or makes one, and points it at the event.
     async fn checkout(
         &self,
         connection: &Arc<str>,
         route: &Arc<str>,
+        deadline: Instant,
     ) -> Result<Instance, PluginError> {
-        if now_ms() < self.suspended_until_ms.load(Ordering::Relaxed) {
-            self.record_failure(FailureKind::Suspended);
-            return Err(PluginError::Suspended(self.scope.limits.suspend_for));
-        }
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut instance = match pooled {
             Some(instance) => instance,
-            None => self.instantiate().await?,
+            None => self.instantiate(deadline).await?,
         };
-        let deadline = Instant::now() + self.scope.limits.timeout;
         instance.store.data().stderr.clear_recent();
         instance.store.data_mut().host_calls = 0;
         instance.store.data_mut().event = EventScope {
@@ -217,12 +234,12 @@ impl Plugin {
         Ok(instance)
     }
 
-    async fn instantiate(&self) -> Result<Instance, PluginError> {
+    async fn instantiate(&self, deadline: Instant) -> Result<Instance, PluginError> {
         let mut store = Store::new(&self.engine, HostState::new(self.scope.clone()));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(epoch::on_tick);
-        // Instantiation runs guest start code, so it gets the event's budget too.
-        store.data_mut().event.deadline = Instant::now() + self.scope.limits.timeout;
+        // Instantiation runs guest start code, within the event's time limit.
+        store.data_mut().event.deadline = deadline;
         store.set_epoch_deadline(1);
         let handler = match self.pre.instantiate_async(&mut store).await {
             Ok(handler) => handler,
@@ -231,7 +248,9 @@ impl Plugin {
         Ok(Instance { store, handler })
     }
 
-    /// Returns a healthy instance to the pool, or maps the failure and drops it.
+    /// Returns a healthy instance to the pool (unless its memory grew past
+    /// `pool_memory_bytes`: a pooled instance keeps what it grew to), or maps the
+    /// failure and drops it.
     fn finish<R>(&self, instance: Instance, result: wasmtime::Result<R>) -> Result<R, PluginError> {
         instance
             .store
@@ -243,8 +262,10 @@ impl Plugin {
         match result {
             Ok(value) => {
                 self.expensive_failures.store(0, Ordering::Relaxed);
+                let small =
+                    instance.store.data().limits.held() <= self.scope.limits.pool_memory_bytes;
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < self.scope.limits.pool_size {
+                if small && idle.len() < self.scope.limits.pool_size {
                     idle.push(instance);
                 }
                 Ok(value)

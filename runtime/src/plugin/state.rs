@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use super::grants::Grants;
 use super::output::GuestOutput;
+use super::quota::{Limiter, TenantQuota};
 use crate::config::PluginLimits;
 use crate::metrics::PluginMetrics;
 use crate::registry::Registry;
@@ -32,6 +33,10 @@ pub struct PluginScope {
     pub limits: PluginLimits,
     /// Where failures and host calls are counted.
     pub metrics: PluginMetrics,
+    /// Events of this plugin that may hold an instance at once.
+    pub instances: Arc<tokio::sync::Semaphore>,
+    /// The tenant's caps on instances in use and on memory, shared by its plugins.
+    pub quota: Arc<TenantQuota>,
     /// Permits for the tenant's long-running events, shared by its plugins: an event
     /// that runs past one epoch tick needs one to go on.
     pub events: Arc<tokio::sync::Semaphore>,
@@ -64,8 +69,9 @@ pub struct HostState {
     wasi: WasiCtx,
     /// WASI resources (streams) the guest's std runtime opens.
     table: ResourceTable,
-    /// Memory, table and instance caps, enforced by wasmtime.
-    pub(super) limits: StoreLimits,
+    /// Memory, table and instance caps, enforced by wasmtime, and the tenant's memory
+    /// budget.
+    pub(super) limits: Limiter,
     /// Fixed scope.
     pub(super) scope: Arc<PluginScope>,
     /// Current event.
@@ -82,7 +88,7 @@ pub struct HostState {
 impl HostState {
     /// A fresh state for a new instance of the plugin described by `scope`.
     pub fn new(scope: Arc<PluginScope>) -> Self {
-        let limits = StoreLimitsBuilder::new()
+        let store_limits = StoreLimitsBuilder::new()
             .memory_size(scope.limits.memory_bytes)
             .instances(16)
             .tables(16)
@@ -92,6 +98,7 @@ impl HostState {
             // guest allocation failure further on.
             .trap_on_grow_failure(true)
             .build();
+        let limits = Limiter::new(store_limits, scope.quota.memory.clone());
         let event = EventScope {
             connection: Arc::from(""),
             route: Arc::from(""),

@@ -9,6 +9,7 @@
 //! | `huge` | replies with 1 MiB | the tenant's max message size |
 //! | `flood` | calls `send` to itself forever | the host-call limit per event |
 //! | `log-flood` | logs forever | the host-call limit per event |
+//! | `grow N MS` | holds N MiB (touched) for MS ms of compute, then answers `grown` | the tenant's instance caps and memory budget |
 //!
 //! On connect, `?loop=connect` spins forever in `$connect`.
 
@@ -61,6 +62,19 @@ impl Plugin for Hostile {
             Some("log-flood") => loop {
                 log::debug("flood");
             },
+            Some(text) if text.starts_with("grow ") => {
+                let mut args = text
+                    .split(' ')
+                    .skip(1)
+                    .map(|n| n.parse::<u64>().unwrap_or(0));
+                let (mib, ms) = (args.next().unwrap_or(0), args.next().unwrap_or(0));
+                let held = std::hint::black_box(vec![1u8; (mib << 20) as usize]);
+                let started = std::time::Instant::now();
+                while started.elapsed() < std::time::Duration::from_millis(ms) {
+                    std::hint::black_box(&held);
+                }
+                Some(Message::text("grown"))
+            }
             _ => Some(event.message),
         }
     }
