@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, ConfigError, GlobalLimits};
+use crate::config::{AdminConfig, Config, ConfigError, GlobalLimits};
 use crate::credentials::Keys;
 use crate::metrics::Metrics;
 use crate::plugin::{EngineError, Grants, Host, Loader, Plugin, PluginScope, TenantQuota};
@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub limits: GlobalLimits,
     /// Every tenant's management credentials.
     pub keys: Keys,
+    /// The admin listener's limits.
+    pub admin: AdminConfig,
 }
 
 /// A slot counted against the gateway-wide connection cap; freed when dropped.
@@ -79,6 +81,7 @@ impl Gateway {
             hosts: HashMap::new(),
             limits: config.limits.clone(),
             keys: Keys::default(),
+            admin: config.admin.clone(),
         };
         let gateway = Gateway {
             host,
@@ -147,6 +150,7 @@ impl Gateway {
             tenants,
             hosts,
             limits: config.limits.clone(),
+            admin: config.admin.clone(),
         })
     }
 

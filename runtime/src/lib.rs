@@ -73,16 +73,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ws_task = tokio::spawn(server::serve(ws, gateway.clone(), shutdown.clone()));
-    let admin_shutdown = shutdown.clone();
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin, admin::router(gateway.clone()).into_make_service())
-            .with_graceful_shutdown(async move { admin_shutdown.cancelled().await })
-            .await
-            .map(|()| gateway)
-    });
+    let admin_task = tokio::spawn(admin::listener::serve(
+        admin,
+        admin::router(gateway.clone()),
+        gateway.snapshot().admin.clone(),
+        shutdown.clone(),
+    ));
     shutdown.cancelled().await;
     ws_task.await?;
-    let gateway = admin_task.await??;
+    admin_task.await?;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while gateway.registered() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -25,8 +25,76 @@ use crate::registry::{Attachment, ConnectionMeta, new_connection_id, now_ms};
 use crate::socket::{self, RouteRef};
 use crate::tenant::{Route, Tenant};
 
+/// Sampled warnings: at most one line a second, counting the events folded into it, so
+/// a flood of failures cannot flood the log.
+#[derive(Debug, Default)]
+pub struct Sampled {
+    /// When the last line was written.
+    last: Option<std::time::Instant>,
+    /// Events since then.
+    folded: u64,
+}
+
+impl Sampled {
+    /// Counts an event; calls `emit` with the count when a line is due.
+    pub fn warn(&mut self, emit: impl FnOnce(u64)) {
+        self.folded += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_none_or(|last| now.duration_since(last) >= Duration::from_secs(1))
+        {
+            emit(self.folded);
+            self.folded = 0;
+            self.last = Some(now);
+        }
+    }
+}
+
+/// What a listener does when `accept` fails. Out of file descriptors, the pending
+/// client would wait in the backlog and the loop would spin: so the listener closes a
+/// spare descriptor it keeps for this, accepts the client and closes it at once, and
+/// takes the spare back. Warnings are sampled.
+#[derive(Debug)]
+pub struct AcceptErrors {
+    /// A descriptor held in reserve (`/dev/null`).
+    spare: Option<std::fs::File>,
+    /// The sampled warning.
+    log: Sampled,
+}
+
+impl Default for AcceptErrors {
+    fn default() -> Self {
+        Self {
+            spare: std::fs::File::open("/dev/null").ok(),
+            log: Sampled::default(),
+        }
+    }
+}
+
+impl AcceptErrors {
+    /// Handles a failed accept on `listener` (named `name` in the log).
+    pub async fn failed(&mut self, name: &str, listener: &TcpListener, err: std::io::Error) {
+        self.log.warn(|failures| {
+            warn!(listener = name, error = %err, failures, "accept failed; shedding clients")
+        });
+        let out_of_descriptors = matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+        if out_of_descriptors && self.spare.take().is_some() {
+            if let Ok(Ok((stream, _))) =
+                tokio::time::timeout(Duration::from_millis(10), listener.accept()).await
+            {
+                drop(stream);
+            }
+            self.spare = std::fs::File::open("/dev/null").ok();
+        }
+        // Keep serving the open connections and retry shortly rather than spinning.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Accepts connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    let mut errors = AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -40,12 +108,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
                     handle(stream, peer, gateway, shutdown).instrument(info_span!("ws", %peer)),
                 );
             }
-            Err(err) => {
-                // Out of file descriptors or similar: keep serving the open connections
-                // and retry shortly rather than spinning.
-                warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            Err(err) => errors.failed("ws", &listener, err).await,
         }
     }
 }

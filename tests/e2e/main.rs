@@ -4,6 +4,7 @@
 mod harness;
 
 mod admin_api;
+mod admin_limits;
 mod auth;
 mod aws_sdk;
 mod broadcast;

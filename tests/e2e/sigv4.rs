@@ -182,3 +182,61 @@ async fn bad_signatures_are_refused() {
     assert_eq!(status, 200);
     assert_eq!(recv_text(&mut client).await, "last");
 }
+
+/// A valid signature's headers, with its `Authorization` rewritten by `edit`.
+fn tampered(url: &str, edit: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    let demo = aws("AKIDDEMO", "demo-secret");
+    let mut headers = auth_headers(&demo, "GET", url, b"", SystemTime::now()).unwrap();
+    for (name, value) in &mut headers {
+        if name.eq_ignore_ascii_case("authorization") {
+            *value = edit(value);
+        }
+    }
+    headers
+}
+
+/// The signed-headers list and the credential scope are checked before any signing:
+/// a name listed twice, an endless list (which once overflowed a header map and
+/// panicked the request task), an oversized header, an empty or mismatched scope date.
+#[tokio::test]
+async fn malformed_signature_fields_are_refused() {
+    let gateway = Gateway::start(&standard_config()).await;
+    let url = format!("http://{}/demo/@connections", gateway.admin);
+    let many = (0..25_000).map(|_| "host").collect::<Vec<_>>().join(";");
+    type Edit = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(&str, Edit)> = vec![
+        (
+            "listed twice",
+            Box::new(|a: &str| a.replace("SignedHeaders=host;", "SignedHeaders=host;host;")),
+        ),
+        (
+            "too many",
+            Box::new(move |a: &str| {
+                a.replace("SignedHeaders=host;", &format!("SignedHeaders={many};"))
+            }),
+        ),
+        (
+            "empty scope date",
+            Box::new(|a: &str| {
+                let start = a.find("AKIDDEMO/").unwrap() + "AKIDDEMO/".len();
+                format!("{}{}", &a[..start], &a[start + 8..])
+            }),
+        ),
+        (
+            "another scope date",
+            Box::new(|a: &str| {
+                let start = a.find("AKIDDEMO/").unwrap() + "AKIDDEMO/".len();
+                format!("{}19990101{}", &a[..start], &a[start + 8..])
+            }),
+        ),
+    ];
+    for (what, edit) in cases {
+        let headers = tampered(&url, edit);
+        let (status, kind, body) = send_with(&url, "GET", &headers, b"").await;
+        assert_eq!(
+            (status, kind.as_deref()),
+            (403, Some("ForbiddenException")),
+            "{what}: {body}"
+        );
+    }
+}

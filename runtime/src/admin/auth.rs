@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
+use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Uri};
 use dashmap::DashMap;
 
@@ -40,29 +41,48 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// The tenant the request's credentials belong to, and for a signed request that
+    /// The tenant the request's credentials belong to, the body (read by `read_body` only
+    /// once the credentials have passed every check the headers allow, so an unknown
+    /// caller never makes the gateway read a body), and for a signed request that
     /// changes something, the key under which it is remembered against replays.
-    pub fn authenticate(
+    pub async fn authenticate<F, Fut>(
         &self,
         keys: &Keys,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<(Arc<Tenant>, Option<String>), ApiError> {
+        read_body: F,
+    ) -> Result<Authenticated, ApiError>
+    where
+        F: FnOnce(Arc<Tenant>) -> Fut,
+        Fut: Future<Output = Result<Bytes, ApiError>>,
+    {
         let authorization = headers
             .get("authorization")
             .ok_or_else(|| ApiError::Forbidden("Missing Authentication Token: send `Authorization: Bearer <key>` or sign the request with SigV4".into()))?
             .to_str()
             .map_err(|_| ApiError::Forbidden("the Authorization header is not valid text".into()))?;
         if let Some(key) = authorization.strip_prefix("Bearer ") {
-            return keys
+            let tenant = keys
                 .bearer(key.trim())
-                .map(|tenant| (tenant.clone(), None))
-                .ok_or_else(|| ApiError::Forbidden("the bearer key is not valid".into()));
+                .cloned()
+                .ok_or_else(|| ApiError::Forbidden("the bearer key is not valid".into()))?;
+            let body = read_body(tenant.clone()).await?;
+            return Ok(Authenticated {
+                tenant,
+                body,
+                replay_key: None,
+            });
         }
         if let Some(fields) = authorization.strip_prefix("AWS4-HMAC-SHA256 ") {
-            return self.verify_sigv4(keys, fields, method, uri, headers, body);
+            let signed = Signed::check_headers(keys, fields, headers)?;
+            let body = read_body(signed.tenant.clone()).await?;
+            let replay_key = self.verify(&signed, method, uri, &body)?;
+            return Ok(Authenticated {
+                tenant: signed.tenant,
+                body,
+                replay_key,
+            });
         }
         Err(ApiError::Forbidden(
             "unsupported Authorization scheme: use `Bearer <key>` or AWS SigV4 (AWS4-HMAC-SHA256)"
@@ -70,90 +90,24 @@ impl Authenticator {
         ))
     }
 
-    fn verify_sigv4(
+    /// Signs the request again with the body and compares; remembers a write.
+    fn verify(
         &self,
-        keys: &Keys,
-        fields: &str,
+        signed: &Signed,
         method: &Method,
         uri: &Uri,
-        headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<(Arc<Tenant>, Option<String>), ApiError> {
+    ) -> Result<Option<String>, ApiError> {
         let forbidden = |why: &str| ApiError::Forbidden(why.to_owned());
-        let auth = SigV4Header::parse(fields).ok_or_else(|| forbidden("malformed SigV4 Authorization header: expected Credential=…, SignedHeaders=…, Signature=…"))?;
-        let scope: Vec<&str> = auth.credential.split('/').collect();
-        let [access_key, date, region, service, terminator] = scope[..] else {
-            return Err(forbidden(
-                "malformed credential scope: expected AKID/DATE/REGION/SERVICE/aws4_request",
-            ));
-        };
-        if service != "execute-api" || terminator != "aws4_request" {
-            return Err(forbidden(
-                "the credential scope must be for service execute-api",
-            ));
-        }
-        let (tenant, secret) = keys.aws(access_key).ok_or_else(|| {
-            forbidden(
-                "The security token included in the request is invalid: unknown access key id",
-            )
-        })?;
-
-        let amz_date = headers
-            .get("x-amz-date")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| forbidden("a SigV4 request needs an x-amz-date header"))?;
-        let time = parse_amz_date(amz_date)
-            .ok_or_else(|| forbidden("x-amz-date is not of the form YYYYMMDDTHHMMSSZ"))?;
-        if !amz_date.starts_with(date) {
-            return Err(forbidden(
-                "the credential scope date does not match x-amz-date",
-            ));
-        }
-        let now = SystemTime::now();
-        let skew = now
-            .duration_since(time)
-            .or_else(|e| Ok::<_, ()>(e.duration()))
-            .unwrap_or_default();
-        if skew > MAX_SKEW {
-            return Err(forbidden(&format!(
-                "Signature expired: x-amz-date {amz_date} is more than {} seconds from the server's time",
-                MAX_SKEW.as_secs()
-            )));
-        }
-
-        let signed: Vec<&str> = auth.signed_headers.split(';').collect();
-        if !signed.contains(&"host") || !signed.contains(&"x-amz-date") {
-            return Err(forbidden("SignedHeaders must include host and x-amz-date"));
-        }
-        let mut pairs = Vec::with_capacity(signed.len());
-        for name in &signed {
-            if *name == "x-amz-date" {
-                continue; // the signer inserts it from `time`
-            }
-            let values = headers.get_all(*name);
-            let mut any = false;
-            for value in values {
-                let value = value
-                    .to_str()
-                    .map_err(|_| forbidden("a signed header is not valid text"))?;
-                pairs.push((*name, value));
-                any = true;
-            }
-            if !any {
-                return Err(forbidden(&format!(
-                    "signed header `{name}` is missing from the request"
-                )));
-            }
-        }
-
-        let identity = Credentials::new(access_key, secret, None, None, "wsgate").into();
+        let identity =
+            Credentials::new(&signed.access_key, &signed.secret, None, None, "wsgate").into();
         let mut settings = SigningSettings::default();
         settings.excluded_headers = None;
         let params = v4::SigningParams::builder()
             .identity(&identity)
-            .region(region)
+            .region(&signed.region)
             .name("execute-api")
-            .time(time)
+            .time(signed.time)
             .settings(settings)
             .build()
             .map_err(|e| forbidden(&format!("cannot check the signature: {e}")))?
@@ -162,7 +116,7 @@ impl Authenticator {
         let signable = SignableRequest::new(
             method.as_str(),
             uri_text.as_str(),
-            pairs.into_iter(),
+            signed.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             SignableBody::Bytes(body),
         )
         .map_err(|e| forbidden(&format!("cannot check the signature: {e}")))?;
@@ -170,16 +124,16 @@ impl Authenticator {
             .map_err(|e| forbidden(&format!("cannot check the signature: {e}")))?
             .signature()
             .to_owned();
-        if !constant_time_eq(expected.as_bytes(), auth.signature.as_bytes()) {
+        if !constant_time_eq(expected.as_bytes(), signed.signature.as_bytes()) {
             return Err(forbidden(
                 "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
             ));
         }
         if method == Method::GET || method == Method::HEAD {
-            return Ok((tenant.clone(), None));
+            return Ok(None);
         }
-        self.remember(auth.signature, now)?;
-        Ok((tenant.clone(), Some(auth.signature.to_owned())))
+        self.remember(&signed.signature, SystemTime::now())?;
+        Ok(Some(signed.signature.clone()))
     }
 
     /// Forgets a remembered request that failed, so that a retry of it is accepted.
@@ -207,6 +161,125 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// Most headers a signature may cover; real SDKs sign a handful.
+const MAX_SIGNED_HEADERS: usize = 50;
+/// Longest `Authorization` header read at all.
+const MAX_AUTHORIZATION_BYTES: usize = 4096;
+
+/// What a SigV4 request's headers say, checked as far as they can be without the body.
+struct Signed {
+    tenant: Arc<Tenant>,
+    access_key: String,
+    secret: String,
+    region: String,
+    time: SystemTime,
+    signature: String,
+    /// The signed headers but `x-amz-date` (the signer adds it from `time`), with values.
+    headers: Vec<(String, String)>,
+}
+
+impl Signed {
+    /// Checks the credential scope, the key id, the date and the signed headers.
+    fn check_headers(keys: &Keys, fields: &str, headers: &HeaderMap) -> Result<Signed, ApiError> {
+        let forbidden = |why: &str| ApiError::Forbidden(why.to_owned());
+        if fields.len() > MAX_AUTHORIZATION_BYTES {
+            return Err(forbidden("the Authorization header is too long"));
+        }
+        let auth = SigV4Header::parse(fields).ok_or_else(|| forbidden("malformed SigV4 Authorization header: expected Credential=…, SignedHeaders=…, Signature=…"))?;
+        let scope: Vec<&str> = auth.credential.split('/').collect();
+        let [access_key, date, region, service, terminator] = scope[..] else {
+            return Err(forbidden(
+                "malformed credential scope: expected AKID/DATE/REGION/SERVICE/aws4_request",
+            ));
+        };
+        if service != "execute-api" || terminator != "aws4_request" {
+            return Err(forbidden(
+                "the credential scope must be for service execute-api",
+            ));
+        }
+        let (tenant, secret) = keys.aws(access_key).ok_or_else(|| {
+            forbidden(
+                "The security token included in the request is invalid: unknown access key id",
+            )
+        })?;
+
+        let amz_date = headers
+            .get("x-amz-date")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| forbidden("a SigV4 request needs an x-amz-date header"))?;
+        let time = parse_amz_date(amz_date)
+            .ok_or_else(|| forbidden("x-amz-date is not of the form YYYYMMDDTHHMMSSZ"))?;
+        if amz_date.get(..8) != Some(date) {
+            return Err(forbidden(
+                "the credential scope date does not match x-amz-date",
+            ));
+        }
+        let skew = SystemTime::now()
+            .duration_since(time)
+            .or_else(|e| Ok::<_, ()>(e.duration()))
+            .unwrap_or_default();
+        if skew > MAX_SKEW {
+            return Err(forbidden(&format!(
+                "Signature expired: x-amz-date {amz_date} is more than {} seconds from the server's time",
+                MAX_SKEW.as_secs()
+            )));
+        }
+
+        let names: Vec<&str> = auth.signed_headers.split(';').collect();
+        if names.len() > MAX_SIGNED_HEADERS {
+            return Err(forbidden(&format!(
+                "SignedHeaders lists more than {MAX_SIGNED_HEADERS} headers"
+            )));
+        }
+        if names.windows(2).any(|pair| pair[0] >= pair[1]) {
+            return Err(forbidden(
+                "SignedHeaders must be sorted, lower-case names, each listed once",
+            ));
+        }
+        if !names.contains(&"host") || !names.contains(&"x-amz-date") {
+            return Err(forbidden("SignedHeaders must include host and x-amz-date"));
+        }
+        let mut pairs = Vec::with_capacity(names.len());
+        for name in &names {
+            if *name == "x-amz-date" {
+                continue; // the signer inserts it from `time`
+            }
+            let mut any = false;
+            for value in headers.get_all(*name) {
+                let value = value
+                    .to_str()
+                    .map_err(|_| forbidden("a signed header is not valid text"))?;
+                pairs.push(((*name).to_owned(), value.to_owned()));
+                any = true;
+            }
+            if !any {
+                return Err(forbidden(&format!(
+                    "signed header `{name}` is missing from the request"
+                )));
+            }
+        }
+        Ok(Signed {
+            tenant: tenant.clone(),
+            access_key: access_key.to_owned(),
+            secret: secret.to_owned(),
+            region: region.to_owned(),
+            time,
+            signature: auth.signature.to_owned(),
+            headers: pairs,
+        })
+    }
+}
+
+/// Who is calling, with the body read on their behalf.
+pub struct Authenticated {
+    /// The caller's tenant.
+    pub tenant: Arc<Tenant>,
+    /// The request body, read under the tenant's cap.
+    pub body: Bytes,
+    /// For a signed write: the key it is remembered under against replays.
+    pub replay_key: Option<String>,
 }
 
 /// The fields of `Authorization: AWS4-HMAC-SHA256 Credential=…, SignedHeaders=…, Signature=…`.

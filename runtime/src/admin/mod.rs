@@ -5,6 +5,7 @@
 //! - `auth`: bearer keys and SigV4.
 //! - `connections`: the operations both APIs share.
 //! - `error`: errors in AWS's or Yandex's shape.
+//! - `listener`: the accept loop, with head timeouts and a connection cap.
 //!
 //! Paths are matched here rather than by a router so that `@` may arrive as `%40`, ids
 //! may be percent-encoded, and every failure, even an unknown path or method, answers
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod connections;
 pub mod error;
+pub mod listener;
 
 use std::sync::Arc;
 
@@ -32,8 +34,11 @@ use auth::Authenticator;
 use connections::FrameType;
 use error::ApiError;
 
-/// Largest request body read at all; a tenant's own cap is checked after.
-const MAX_BODY: usize = 16 << 20;
+/// What a Yandex `:send` envelope adds to the data it carries: base64 makes 3 bytes 4,
+/// and the JSON around it is small.
+fn yandex_body_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes.div_ceil(3) * 4 + 1024
+}
 
 /// State shared by admin requests.
 struct Admin {
@@ -50,13 +55,18 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new().fallback(dispatch).with_state(admin)
 }
 
-/// A request, read whole.
+/// A request: its head, and its body until authentication reads it.
 struct Call {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
     query: Query,
+    /// Taken, under the caller's tenant's cap, once the credentials have passed.
+    body: std::sync::Mutex<Option<Body>>,
+    /// Whether this is the Yandex API (its body is a base64 JSON envelope).
+    yandex: bool,
+    /// How long the body may take to arrive.
+    body_timeout: std::time::Duration,
 }
 
 /// A request's query parameters, decoded.
@@ -93,23 +103,18 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         .collect();
     let yandex =
         segments.len() == 5 && segments[..4] == ["apigateways", "websocket", "v1", "connections"];
-    let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
-        Ok(body) => body,
-        Err(_) => {
-            let error = ApiError::PayloadTooLarge(format!("the body is over {MAX_BODY} bytes"));
-            return if yandex { error.yandex() } else { error.aws() };
-        }
-    };
+    let snapshot = admin.gateway.snapshot();
     let call = Call {
         query: Query::parse(parts.uri.query()),
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
-        body,
+        body: std::sync::Mutex::new(Some(Body::new(body))),
+        yandex,
+        body_timeout: snapshot.admin.body_timeout,
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let replay_key = std::sync::Mutex::new(None);
-    let snapshot = admin.gateway.snapshot();
     let caller = Caller {
         admin: &admin,
         snapshot: &snapshot,
@@ -151,36 +156,73 @@ struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    /// The calling tenant, within its request rate.
-    fn tenant(&self) -> Result<Arc<Tenant>, ApiError> {
+    /// The calling tenant, within its request rate, and the request body. When `named`
+    /// is given, the caller must be that tenant. Every check the headers allow comes
+    /// before the body is read, and the body is read under the tenant's message cap.
+    async fn tenant(&self, named: Option<&str>) -> Result<(Arc<Tenant>, Bytes), ApiError> {
         let call = self.call;
-        let (tenant, replay_key) = self.admin.auth.authenticate(
-            &self.snapshot.keys,
-            &call.method,
-            &call.uri,
-            &call.headers,
-            &call.body,
-        )?;
-        *self.replay_key.lock().unwrap_or_else(|e| e.into_inner()) = replay_key;
-        tenant.api_limiter.check().map_err(|_| {
-            ApiError::LimitExceeded(format!(
-                "the management API rate limit of tenant {} is exceeded; retry later",
-                tenant.id
-            ))
-        })?;
-        Ok(tenant)
+        let read_body = |tenant: Arc<Tenant>| async move {
+            if let Some(named) = named
+                && *tenant.id != *named
+            {
+                return Err(ApiError::Forbidden(format!(
+                    "these credentials are not valid for tenant {:?}",
+                    named.chars().take(64).collect::<String>()
+                )));
+            }
+            tenant.api_limiter.check().map_err(|_| {
+                ApiError::LimitExceeded(format!(
+                    "the management API rate limit of tenant {} is exceeded; retry later",
+                    tenant.id
+                ))
+            })?;
+            let max = tenant.limits.max_message_bytes;
+            let limit = if call.yandex {
+                yandex_body_limit(max)
+            } else {
+                max
+            };
+            let body = call.body.lock().unwrap_or_else(|e| e.into_inner()).take();
+            read_body(body.unwrap_or_default(), limit, call.body_timeout).await
+        };
+        let authenticated = self
+            .admin
+            .auth
+            .authenticate(
+                &self.snapshot.keys,
+                &call.method,
+                &call.uri,
+                &call.headers,
+                read_body,
+            )
+            .await?;
+        *self.replay_key.lock().unwrap_or_else(|e| e.into_inner()) = authenticated.replay_key;
+        Ok((authenticated.tenant, authenticated.body))
     }
+}
 
-    /// The caller, who must be `tenant`.
-    fn tenant_named(&self, tenant: &str) -> Result<Arc<Tenant>, ApiError> {
-        let caller = self.tenant()?;
-        if &*caller.id != tenant {
-            return Err(ApiError::Forbidden(format!(
-                "these credentials are not valid for tenant {:?}",
-                tenant.chars().take(64).collect::<String>()
-            )));
+/// Reads a body of at most `limit` bytes within `timeout`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(err)) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+            Err(if too_large {
+                ApiError::PayloadTooLarge(format!(
+                    "the body is over this tenant's maximum of {limit} bytes"
+                ))
+            } else {
+                ApiError::BadRequest(format!("the body could not be read: {err}"))
+            })
         }
-        Ok(caller)
+        Err(_) => Err(ApiError::BadRequest(format!(
+            "the body did not arrive within {timeout:?}"
+        ))),
     }
 }
 
@@ -206,10 +248,10 @@ async fn aws_connection(caller: &Caller<'_>, tenant: &str, id: &str) -> Result<R
     if ![Method::GET, Method::POST, Method::DELETE].contains(&call.method) {
         return Err(method_not_allowed(&call.method, "GET, POST or DELETE"));
     }
-    let tenant = caller.tenant_named(tenant)?;
+    let (tenant, body) = caller.tenant(Some(tenant)).await?;
     match call.method {
         Method::POST => {
-            connections::post(&tenant, id, call.body.clone(), frame_type(call)?).await?;
+            connections::post(&tenant, id, body, frame_type(call)?).await?;
             Ok(StatusCode::OK.into_response())
         }
         Method::GET => {
@@ -232,7 +274,7 @@ async fn aws_collection(caller: &Caller<'_>, tenant: &str) -> Result<Response, A
             "GET (list) or DELETE (close all)",
         ));
     }
-    let tenant = caller.tenant_named(tenant)?;
+    let (tenant, _) = caller.tenant(Some(tenant)).await?;
     if call.method == Method::GET {
         return Ok(axum::Json(connections::list(&tenant, &call.query).await?).into_response());
     }
@@ -264,7 +306,7 @@ async fn yandex_api(caller: &Caller<'_>, id_part: &str) -> Result<Response, ApiE
         let expected = if send { "POST" } else { "GET or DELETE" };
         return Err(method_not_allowed(&call.method, expected));
     }
-    let tenant = caller.tenant()?;
+    let (tenant, body) = caller.tenant(None).await?;
     let empty = || axum::Json(json!({})).into_response();
     match call.method {
         Method::GET => {
@@ -276,7 +318,7 @@ async fn yandex_api(caller: &Caller<'_>, id_part: &str) -> Result<Response, ApiE
             Ok(empty())
         }
         _ => {
-            let body: YandexSend = serde_json::from_slice(&call.body).map_err(|e| {
+            let body: YandexSend = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::BadRequest(format!("the body must be {{\"data\": \"<base64>\", \"type\": \"TEXT\"|\"BINARY\"}}: {e}"))
             })?;
             let data = base64::engine::general_purpose::STANDARD

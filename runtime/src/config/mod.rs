@@ -14,9 +14,9 @@ mod secret;
 mod validate;
 
 pub use schema::{
-    Access, AwsCredential, CONNECT_KEY, CompileConfig, Config, Credentials, DEFAULT_KEY,
-    DISCONNECT_KEY, GlobalLimits, Listen, PluginConfig, PluginLimits, RouteConfig, TenantConfig,
-    TenantLimits, default_cache_dir,
+    Access, AdminConfig, AwsCredential, CONNECT_KEY, CompileConfig, Config, Credentials,
+    DEFAULT_KEY, DISCONNECT_KEY, GlobalLimits, Listen, PluginConfig, PluginLimits, RouteConfig,
+    TenantConfig, TenantLimits, default_cache_dir,
 };
 pub use secret::Secret;
 

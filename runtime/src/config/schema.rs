@@ -24,6 +24,9 @@ pub struct Config {
     /// How plugins are compiled.
     #[serde(default)]
     pub compile: CompileConfig,
+    /// The admin listener's own limits.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The tenants, by id. The id is the first path segment of their public URLs.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The directory relative plugin paths are resolved against (the config file's).
@@ -32,6 +35,32 @@ pub struct Config {
     /// The file this was read from, for error messages.
     #[serde(skip)]
     pub file: PathBuf,
+}
+
+/// The admin listener's limits: whoever reaches its port must not be able to hold the
+/// gateway's memory or file descriptors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Open admin connections; one past it is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// How long a request head may take to arrive. It bounds an idle keep-alive
+    /// connection too: the wait for its next request is a head read.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive, once its credentials have passed.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Listening addresses. Port 0 picks a free port; the bound addresses are printed.

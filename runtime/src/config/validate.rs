@@ -17,6 +17,20 @@ impl Config {
                 "no tenant is configured; add a [tenants.<id>] table",
             ));
         }
+        if self.admin.max_connections == 0 {
+            return Err(self.invalid("admin.max_connections", "must be at least 1"));
+        }
+        for (name, value) in [
+            ("header_timeout", self.admin.header_timeout),
+            ("body_timeout", self.admin.body_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(self.invalid(
+                    format!("admin.{name}"),
+                    "must be more than zero, e.g. \"10s\"",
+                ));
+            }
+        }
         let mut hosts = HashSet::new();
         let mut keys = HashSet::new();
         let mut access_keys = HashSet::new();

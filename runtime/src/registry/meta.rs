@@ -12,14 +12,21 @@ pub fn now_ms() -> u64 {
 }
 
 /// A new connection id: 128 random bits from the OS-seeded CSPRNG, as unpadded
-/// URL-safe base64 (22 characters), so it can be put in a URL without escaping.
+/// URL-safe base64 (22 characters), so it can be put in a URL without escaping. An id
+/// never starts with `-`, which command lines (the AWS CLI's, ours) would take for a
+/// flag; drawing again costs 1/64 of the id space.
 pub fn new_connection_id() -> Arc<str> {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits: u128 = rand::random();
-    let id: String = (0..22)
-        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
-        .collect();
-    id.into()
+    loop {
+        let bits: u128 = rand::random();
+        if bits & 63 == 62 {
+            continue;
+        }
+        let id: String = (0..22)
+            .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+            .collect();
+        return id.into();
+    }
 }
 
 /// Name-value string pairs (headers, parameters) in two allocations rather than two per
@@ -134,6 +141,7 @@ mod tests {
         assert_eq!(ids.len(), 1000);
         for id in &ids {
             assert_eq!(id.len(), 22);
+            assert!(!id.starts_with('-'), "{id} would read as a flag");
             assert!(
                 id.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')

@@ -1,0 +1,78 @@
+//! The admin listener's accept loop: HTTP/1 with a timeout on every request head (which
+//! bounds idle keep-alive connections too) and a cap on open connections, so whoever
+//! reaches the port cannot hold the gateway's memory or file descriptors.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+use crate::config::AdminConfig;
+use crate::server::AcceptErrors;
+
+/// Serves `router` on `listener` under `limits` until `shutdown`, then lets requests in
+/// flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: AdminConfig,
+    shutdown: CancellationToken,
+) {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let mut errors = AcceptErrors::default();
+    let mut refused = crate::server::Sampled::default();
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                errors.failed("admin", &listener, err).await;
+                continue;
+            }
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            refused.warn(|n| {
+                tracing::warn!(
+                    refused = n,
+                    max = limits.max_connections,
+                    "admin connections at admin.max_connections; closing new ones"
+                )
+            });
+            continue;
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+            let mut router = router.clone();
+            router.call(request.map(Body::new))
+        });
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
