@@ -31,9 +31,12 @@ fi
 mkdir -p "$out"
 
 scripts/setup-tests.sh
-# The release profile and the package selection of scripts/serve-example.sh: no second
-# build of the gateway.
-cargo build --release -p wsgate -p wsgate-bench -p wsgate-test-plugins
+# The release profile. Run from scripts/test.sh (BENCH_PREBUILT=1), the smoke uses the
+# binaries and plugins the test build just made (the gateway for the end-to-end tests,
+# wsgate-bench for its own test), rather than building them again with other features.
+if [ "${BENCH_PREBUILT:-0}" != 1 ]; then
+    cargo build --release -p wsgate -p wsgate-bench -p wsgate-test-plugins
+fi
 bench=target/release/wsgate-bench
 gateway=target/release/wsgate
 # The servers and the client hold up to 15,000 sockets each.

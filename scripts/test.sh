@@ -14,5 +14,5 @@ cd "$(dirname "$0")/.."
 scripts/setup-tests.sh
 cargo test --release --workspace "$@"
 if [ $# -eq 0 ]; then
-    scripts/bench.sh --smoke
+    BENCH_PREBUILT=1 scripts/bench.sh --smoke
 fi

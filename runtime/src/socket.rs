@@ -515,7 +515,7 @@ mod tests {
 
         use crate::config::TenantLimits;
         use crate::metrics::Metrics;
-        use crate::registry::{ConnectionMeta, LocalRegistry, Pairs, new_connection_id, now_ms};
+        use crate::registry::{ConnectionMeta, LocalRegistry};
         use crate::socket::{Context, Ended, RouteRef, finish, serve};
         use crate::tenant::Route;
         use std::sync::Arc;
@@ -530,30 +530,15 @@ mod tests {
             ended: JoinHandle<(Ended, usize)>,
         }
 
-        fn meta() -> ConnectionMeta {
-            ConnectionMeta {
-                id: new_connection_id(),
-                tenant: "t".into(),
-                route: "/r".into(),
-                path: "/r".into(),
-                uri: "/r".into(),
-                headers: Pairs::default(),
-                path_params: Pairs::default(),
-                query_params: Pairs::default(),
-                source_ip: "127.0.0.1".into(),
-                user_agent: None,
-                requested_subprotocols: vec![],
-                subprotocol: None,
-                connected_at: now_ms(),
-            }
-        }
-
         /// Serves one connection of a route with no plugins under `limits`.
         fn start(limits: TenantLimits) -> Client {
             let (to_server, mut stream) = mpsc::unbounded();
             let (sink, from_server) = mpsc::unbounded::<Message>();
             let registry = LocalRegistry::default();
-            let connection = registry.attach_now(meta(), limits.outbound_queue_bytes);
+            let connection = registry.attach_now(
+                ConnectionMeta::for_test("t", "/r"),
+                limits.outbound_queue_bytes,
+            );
             let context = Context {
                 route: RouteRef::Fixed(Arc::new(Route::empty("/r"))),
                 limits: Arc::new(limits),

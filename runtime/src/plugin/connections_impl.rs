@@ -151,27 +151,17 @@ pub(super) mod tests {
     use crate::config::{Access, PluginLimits};
     use crate::plugin::grants::Grants;
     use crate::plugin::state::{HostState, PluginScope};
-    use crate::registry::{
-        Attachment, ConnectionMeta, LocalRegistry, Registry, new_connection_id, now_ms,
-    };
+    use crate::registry::{Attachment, ConnectionMeta, LocalRegistry, Registry};
     use connections::Host as _;
     use tokio_tungstenite::tungstenite::Message as WsMessage;
 
     pub fn meta(tenant: &str) -> ConnectionMeta {
         ConnectionMeta {
-            id: new_connection_id(),
-            tenant: tenant.into(),
-            route: "/r".into(),
-            path: "/r".into(),
             uri: "/r?x=1".into(),
             headers: [("user-agent", "ua")].into_iter().collect(),
-            path_params: Default::default(),
             query_params: [("x", "1")].into_iter().collect(),
-            source_ip: "127.0.0.1".into(),
             user_agent: Some("ua".into()),
-            requested_subprotocols: vec![],
-            subprotocol: None,
-            connected_at: now_ms(),
+            ..ConnectionMeta::for_test(tenant, "/r")
         }
     }
 

@@ -130,6 +130,8 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        // Only a growth this call allows can fail later in `memory_grow_failed`.
+        self.pending = 0;
         // The instance's own cap first; it traps with wasmtime's wording when refused.
         if !self.store.memory_growing(current, desired, maximum)? {
             return Ok(false);
@@ -149,8 +151,9 @@ impl ResourceLimiter for Limiter {
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
         // The growth that was allowed did not happen: give its bytes back.
-        self.held -= self.pending;
-        self.budget.release(std::mem::take(&mut self.pending));
+        let pending = std::mem::take(&mut self.pending);
+        self.held = self.held.saturating_sub(pending);
+        self.budget.release(pending);
         self.store.memory_grow_failed(error)
     }
 

@@ -455,24 +455,9 @@ impl Drop for Attachment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Pairs, new_connection_id};
 
     fn meta(path: &str) -> ConnectionMeta {
-        ConnectionMeta {
-            id: new_connection_id(),
-            tenant: "t".into(),
-            route: "/chat/{room}".into(),
-            path: path.into(),
-            uri: path.into(),
-            headers: Pairs::default(),
-            path_params: Pairs::default(),
-            query_params: Pairs::default(),
-            source_ip: "127.0.0.1".into(),
-            user_agent: None,
-            requested_subprotocols: vec![],
-            subprotocol: None,
-            connected_at: now_ms(),
-        }
+        ConnectionMeta::for_test("t", path)
     }
 
     fn text(s: &str) -> Payload {

@@ -118,6 +118,28 @@ pub struct ConnectionMeta {
 }
 
 #[cfg(test)]
+impl ConnectionMeta {
+    /// A fresh connection of `tenant` on route `/r` at `path`, for tests.
+    pub fn for_test(tenant: &str, path: &str) -> ConnectionMeta {
+        ConnectionMeta {
+            id: new_connection_id(),
+            tenant: tenant.into(),
+            route: "/r".into(),
+            path: path.into(),
+            uri: path.into(),
+            headers: Pairs::default(),
+            path_params: Pairs::default(),
+            query_params: Pairs::default(),
+            source_ip: "127.0.0.1".into(),
+            user_agent: None,
+            requested_subprotocols: vec![],
+            subprotocol: None,
+            connected_at: now_ms(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
