@@ -7,16 +7,15 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Gateway, WAIT, config, plugin};
+use crate::harness::{Gateway, OPS_KEY, WAIT, config_with_admin, http, plugin};
 use crate::plugins;
 
 fn gateway_config(admin: &str) -> String {
-    let mut text = format!("[admin]\n{admin}\n");
-    text.push_str(&plugin("demo", "echo", plugins::ECHO, ""));
+    let mut text = plugin("demo", "echo", plugins::ECHO, "");
     text.push_str(
         "[tenants.demo.credentials]\nbearer_keys = [\"demo-key\"]\n[tenants.demo.routes.\"/echo\"]\nplugin = \"echo\"\n",
     );
-    config(&text)
+    config_with_admin(admin, &text)
 }
 
 /// Reads until the server closes the connection (or the wait runs out); returns what
@@ -141,4 +140,30 @@ async fn admin_connections_are_capped() {
         served.is_ok(),
         "no slot came back after a connection closed"
     );
+}
+
+/// `/metrics` spans every tenant: it answers the operator key only, not a tenant's key
+/// and not an anonymous caller (it used to answer anyone who reached the port).
+#[tokio::test]
+async fn metrics_answer_the_operator_only() {
+    let gateway = Gateway::start(&gateway_config("")).await;
+    let url = format!("http://{}/metrics", gateway.admin);
+    for (who, headers) in [
+        ("anyone", vec![]),
+        (
+            "a tenant",
+            vec![("authorization".to_string(), "Bearer demo-key".to_string())],
+        ),
+    ] {
+        let (status, kind, body) = http("GET", &url, &headers, vec![]).await;
+        assert_eq!(
+            (status, kind.as_deref()),
+            (403, Some("ForbiddenException")),
+            "{who}: {body}"
+        );
+    }
+    let operator = [("authorization".to_string(), format!("Bearer {OPS_KEY}"))];
+    let (status, _, body) = http("GET", &url, &operator, vec![]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("wsgate_connections"), "{body}");
 }

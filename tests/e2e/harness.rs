@@ -99,9 +99,20 @@ impl Drop for Gateway {
     }
 }
 
-/// The config every test gateway starts from: listeners on port 0 plus `tenants`.
+/// The operator key every test gateway has (`[admin] bearer_keys`), for `/metrics`.
+pub const OPS_KEY: &str = "ops-key";
+
+/// The config every test gateway starts from: listeners on port 0, the operator key,
+/// plus `tenants`.
 pub fn config(tenants: &str) -> String {
-    format!("[listen]\nws = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n{tenants}")
+    config_with_admin("", tenants)
+}
+
+/// As [`config`], with more `[admin]` keys.
+pub fn config_with_admin(admin: &str, tenants: &str) -> String {
+    format!(
+        "[listen]\nws = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[admin]\nbearer_keys = [\"{OPS_KEY}\"]\n{admin}\n\n{tenants}"
+    )
 }
 
 /// A `[tenants.T.plugins.NAME]` table for a built plugin, plus extra lines.
@@ -235,14 +246,17 @@ impl Gateway {
         }
     }
 
-    /// The Prometheus text of `GET /metrics` on the admin listener.
+    /// The Prometheus text of `GET /metrics` on the admin listener, as the operator.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let (status, _, text) = http(
+            "GET",
+            &format!("http://{}/metrics", self.admin),
+            &[("authorization".into(), format!("Bearer {OPS_KEY}"))],
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 200, "/metrics refused the operator key: {text}");
+        text
     }
 
     /// `ws://ADDR{path}`.

@@ -209,3 +209,36 @@ async fn a_swapped_snapshot_reaches_live_connections_at_their_next_event() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A client's own close code is counted as `other`: clients cannot add metric series at
+/// will (each code used to be a series of its own). Registered codes keep their number.
+#[tokio::test]
+async fn client_chosen_close_codes_fold_into_other() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let gateway = Gateway::start(&standard_config()).await;
+    for code in [4321u16, 3999, 1000] {
+        let mut client = gateway.connect("/demo/echo").await;
+        client
+            .close(Some(CloseFrame {
+                code: code.into(),
+                reason: "".into(),
+            }))
+            .await
+            .unwrap();
+        expect_close_or_end(&mut client).await;
+    }
+    let folded = tokio::time::timeout(WAIT, async {
+        loop {
+            let text = gateway.metrics().await;
+            if text.contains(r#"wsgate_connections_closed_total{tenant="demo",code="other"} 2"#)
+                && text.contains(r#"wsgate_connections_closed_total{tenant="demo",code="1000"} 1"#)
+            {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let text = folded.unwrap_or_default();
+    assert!(!text.contains("code=\"4321\""), "{text}");
+}

@@ -24,6 +24,7 @@ use axum::http::{HeaderMap, Method, Uri};
 use dashmap::DashMap;
 
 use super::error::ApiError;
+use crate::config::Secret;
 use crate::credentials::Keys;
 use crate::tenant::Tenant;
 
@@ -161,6 +162,30 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// Checks an operator's `Authorization: Bearer <key>` against `[admin] bearer_keys`:
+/// what spans every tenant (`/metrics`) is theirs alone, and tenant keys do not open it.
+pub fn operator(keys: &[Secret], headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::Forbidden(
+            "Missing Authentication Token: /metrics needs `Authorization: Bearer <operator key>` ([admin] bearer_keys)".into(),
+        ));
+    };
+    if keys
+        .iter()
+        .any(|key| constant_time_eq(key.expose().as_bytes(), presented.as_bytes()))
+    {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(
+        "this key is not an operator key ([admin] bearer_keys)".into(),
+    ))
 }
 
 /// Most headers a signature may cover; real SDKs sign a handful.

@@ -124,6 +124,9 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
     let response = match segments[..] {
         ["health"] if call.method == Method::GET => return "OK".into_response(),
         ["metrics"] if call.method == Method::GET => {
+            if let Err(error) = auth::operator(&snapshot.admin.bearer_keys, &call.headers) {
+                return error.aws();
+            }
             let text = admin.gateway.metrics.encode();
             return ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response();
         }

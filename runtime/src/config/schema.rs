@@ -42,6 +42,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
+    /// Operator keys: `Authorization: Bearer <key>` for what spans every tenant
+    /// (`/metrics`). Each is `"key"` or `{ env = "VARIABLE" }`; none means `/metrics` is
+    /// refused to everyone.
+    pub bearer_keys: Vec<Secret>,
     /// Open admin connections; one past it is closed as soon as it is accepted.
     pub max_connections: usize,
     /// How long a request head may take to arrive. It bounds an idle keep-alive
@@ -56,6 +60,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
+            bearer_keys: Vec::new(),
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),

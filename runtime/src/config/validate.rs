@@ -33,6 +33,14 @@ impl Config {
         }
         let mut hosts = HashSet::new();
         let mut keys = HashSet::new();
+        for secret in &self.admin.bearer_keys {
+            if secret.expose().is_empty() || !keys.insert(secret.expose()) {
+                return Err(self.invalid(
+                    "admin.bearer_keys",
+                    "an operator key is empty or listed twice",
+                ));
+            }
+        }
         let mut access_keys = HashSet::new();
         for (id, tenant) in &self.tenants {
             let key = format!("tenants.{id}");
@@ -58,7 +66,7 @@ impl Config {
             }
             for secret in &tenant.credentials.bearer_keys {
                 if !keys.insert(secret.expose()) {
-                    return Err(self.invalid(format!("{key}.credentials.bearer_keys"), "a bearer key is listed twice (keys identify their tenant, so each must be unique)"));
+                    return Err(self.invalid(format!("{key}.credentials.bearer_keys"), "a bearer key is listed twice, or is also an operator key (keys identify their tenant, so each must be unique)"));
                 }
             }
             for credential in &tenant.credentials.aws {

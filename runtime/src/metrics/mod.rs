@@ -24,7 +24,36 @@ struct TenantLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CloseLabels {
     tenant: String,
-    code: u16,
+    code: CloseCodeLabel,
+}
+
+/// A close code as a label: the codes RFC 6455 registers (1000–1015) as themselves,
+/// anything else (a client's or application's own code) as `other`, so clients cannot
+/// add series at will.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct CloseCodeLabel(u16);
+
+impl CloseCodeLabel {
+    fn new(code: u16) -> CloseCodeLabel {
+        CloseCodeLabel(if (1000..=1015).contains(&code) {
+            code
+        } else {
+            0
+        })
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for CloseCodeLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        match self.0 {
+            0 => encoder.write_str("other"),
+            code => write!(encoder, "{code}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,7 +129,7 @@ impl Metrics {
         );
         registry.register(
             "connections_closed",
-            "Closed connections by close code",
+            "Closed connections by close code (1000-1015; other codes as \"other\")",
             metrics.closed.clone(),
         );
         registry.register(
@@ -218,7 +247,7 @@ impl TenantMetrics {
             .closed
             .get_or_create(&CloseLabels {
                 tenant: self.tenant.clone(),
-                code,
+                code: CloseCodeLabel::new(code),
             })
             .inc();
     }
