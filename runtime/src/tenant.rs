@@ -25,6 +25,8 @@ pub struct Tenant {
     pub routes: RouteTable<Arc<Route>>,
     /// Management API credentials.
     pub credentials: config::Credentials,
+    /// Whether the management API shows the end user's credentials (see the config).
+    pub expose_credentials: bool,
     /// The management API rate limit (requests per second, with a burst).
     pub api_limiter: governor::DefaultDirectRateLimiter,
     /// The tenant's metrics; shared with its connections.
@@ -128,6 +130,7 @@ impl Tenant {
             registry,
             routes,
             credentials: config.credentials.clone(),
+            expose_credentials: config.expose_credentials,
             api_limiter: governor::RateLimiter::direct(
                 governor::Quota::per_second(
                     std::num::NonZeroU32::new(config.limits.api_rate).expect("validated"),

@@ -498,3 +498,64 @@ async fn yandex_connection_api() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["code"], 5);
 }
+
+/// `GET @connections/{id}` does not hand the end user's credentials to whoever holds the
+/// tenant's key: `Authorization`, `Cookie` and token-like query parameters read
+/// `[redacted]` (and the URI loses its query) unless the tenant sets
+/// `expose_credentials`. Other headers and parameters are shown as sent.
+#[tokio::test]
+async fn get_redacts_the_clients_credentials_unless_the_tenant_opts_in() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut text = String::new();
+    for tenant in ["closed", "open"] {
+        text.push_str(&crate::harness::plugin(
+            tenant,
+            "probe",
+            crate::plugins::PROBE,
+            "",
+        ));
+        text.push_str(&format!(
+            "[tenants.{tenant}.credentials]\nbearer_keys = [\"{tenant}-key\"]\n[tenants.{tenant}.routes.\"/probe\"]\nplugin = \"probe\"\n"
+        ));
+    }
+    text.push_str("[tenants.open]\nexpose_credentials = true\n");
+    let gateway = Gateway::start(&crate::harness::config(&text)).await;
+    for (tenant, exposed) in [("closed", false), ("open", true)] {
+        let mut request = gateway
+            .url(&format!("/{tenant}/probe?token=t0ken&room=1"))
+            .into_client_request()
+            .unwrap();
+        let headers = request.headers_mut();
+        headers.insert("authorization", "Bearer user-secret".parse().unwrap());
+        headers.insert("cookie", "session=abc".parse().unwrap());
+        headers.insert("x-trace", "visible".parse().unwrap());
+        let (mut client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let id = ask(&mut client, "list").await;
+        let (status, _, body) = http(
+            "GET",
+            &format!("http://{}/{tenant}/@connections/{id}", gateway.admin),
+            &[("authorization".into(), format!("Bearer {tenant}-key"))],
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let info: Value = serde_json::from_str(&body).unwrap();
+        let shown = |value: &str| {
+            if exposed {
+                value.to_owned()
+            } else {
+                "[redacted]".to_owned()
+            }
+        };
+        assert_eq!(
+            info["headers"]["authorization"],
+            shown("Bearer user-secret"),
+            "{tenant}"
+        );
+        assert_eq!(info["headers"]["cookie"], shown("session=abc"), "{tenant}");
+        assert_eq!(info["queryParameters"]["token"], shown("t0ken"), "{tenant}");
+        assert_eq!(info["headers"]["x-trace"], "visible");
+        assert_eq!(info["queryParameters"]["room"], "1");
+        assert_eq!(!body.contains("t0ken"), !exposed, "{body}");
+    }
+}

@@ -99,9 +99,36 @@ pub fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-fn pairs_to_object(pairs: &Pairs) -> Value {
+/// Headers that carry the end user's credentials.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+/// Query parameters that commonly carry them (compared without case).
+const CREDENTIAL_PARAMETERS: &[&str] = &[
+    "token",
+    "access_token",
+    "id_token",
+    "auth",
+    "key",
+    "api_key",
+    "apikey",
+    "password",
+    "secret",
+    "signature",
+    "x-amz-signature",
+    "x-amz-security-token",
+];
+/// What a redacted value reads.
+const REDACTED: &str = "[redacted]";
+
+/// `pairs` as a JSON object (repeated names joined with ", "); the values of names in
+/// `redact` read `[redacted]`.
+fn pairs_to_object(pairs: &Pairs, redact: &[&str]) -> Value {
     let mut object = Map::new();
     for (name, value) in pairs.iter() {
+        let value = if redact.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            REDACTED
+        } else {
+            value
+        };
         match object.get_mut(name) {
             Some(Value::String(existing)) => {
                 existing.push_str(", ");
@@ -115,9 +142,25 @@ fn pairs_to_object(pairs: &Pairs) -> Value {
     Value::Object(object)
 }
 
-/// AWS's GetConnection body plus wsgate's own fields.
-pub fn describe(connection: &ConnectionInfo) -> Value {
+/// AWS's GetConnection body plus wsgate's own fields. Unless `expose_credentials`,
+/// the end user's credentials in headers, query and URI read `[redacted]`.
+pub fn describe(connection: &ConnectionInfo, expose_credentials: bool) -> Value {
     let meta = &connection.meta;
+    let (headers, parameters): (&[&str], &[&str]) = if expose_credentials {
+        (&[], &[])
+    } else {
+        (CREDENTIAL_HEADERS, CREDENTIAL_PARAMETERS)
+    };
+    let secret_in_query = meta
+        .query_params
+        .iter()
+        .any(|(name, _)| parameters.iter().any(|p| p.eq_ignore_ascii_case(name)));
+    let uri = if secret_in_query {
+        // The query as received carries a token: show the path only.
+        format!("{}?{REDACTED}", meta.uri.split('?').next().unwrap_or(""))
+    } else {
+        meta.uri.clone()
+    };
     json!({
         "connectedAt": timestamp(meta.connected_at),
         "lastActiveAt": timestamp(connection.last_active_at),
@@ -128,10 +171,10 @@ pub fn describe(connection: &ConnectionInfo) -> Value {
         "connectionId": &*meta.id,
         "route": &*meta.route,
         "path": meta.path,
-        "uri": meta.uri,
-        "headers": pairs_to_object(&meta.headers),
-        "pathParameters": pairs_to_object(&meta.path_params),
-        "queryParameters": pairs_to_object(&meta.query_params),
+        "uri": uri,
+        "headers": pairs_to_object(&meta.headers, headers),
+        "pathParameters": pairs_to_object(&meta.path_params, &[]),
+        "queryParameters": pairs_to_object(&meta.query_params, parameters),
         "subprotocol": meta.subprotocol,
     })
 }

@@ -259,7 +259,7 @@ async fn aws_connection(caller: &Caller<'_>, tenant: &str, id: &str) -> Result<R
         }
         Method::GET => {
             let info = connections::find(&tenant, id).await?;
-            Ok(axum::Json(connections::describe(&info)).into_response())
+            Ok(axum::Json(connections::describe(&info, tenant.expose_credentials)).into_response())
         }
         _ => {
             let close = connections::close_params(&call.query)?;

@@ -184,6 +184,12 @@ pub struct TenantConfig {
     /// Credentials of the management API.
     #[serde(default)]
     pub credentials: Credentials,
+    /// Whether `GET @connections/{id}` shows the end user's credentials: the
+    /// `Authorization`, `Proxy-Authorization` and `Cookie` headers and token-like query
+    /// parameters. Off by default: they read `[redacted]`, since any holder of the
+    /// tenant's management key could otherwise replay them. Plugins always see them.
+    #[serde(default)]
+    pub expose_credentials: bool,
 }
 
 /// Per-tenant limits on clients. Defaults follow AWS API Gateway.
