@@ -442,7 +442,7 @@ async fn dispatch(connection: &Attachment, context: &Context, payload: Payload) 
     let message = plugin::guest_message(&payload);
     drop(payload);
     match plugin
-        .on_message(&route.template, connection.id(), &key, message)
+        .on_message(&route.template, connection.id(), key.clone(), message)
         .await
     {
         Ok(Some(reply)) => reply_to(connection, plugin, plugin::payload(reply), context).await,

@@ -207,6 +207,16 @@ impl Metrics {
         }
     }
 
+    /// Counts `n` things a limit of `tenant` refused at once.
+    pub fn limit_hits(&self, tenant: &str, limit: Limit, n: u64) {
+        self.limits
+            .get_or_create(&LimitLabels {
+                tenant: tenant.to_owned(),
+                limit,
+            })
+            .inc_by(n);
+    }
+
     /// Counts an upgrade refused with `status` (before a tenant is known: tenant "").
     pub fn refused(&self, tenant: &str, status: u16) {
         self.refused
@@ -264,13 +274,7 @@ impl TenantMetrics {
 
     /// A limit refused `n` things at once (a broadcast's full queues).
     pub fn limit_hits(&self, limit: Limit, n: u64) {
-        self.all
-            .limits
-            .get_or_create(&LimitLabels {
-                tenant: self.tenant.clone(),
-                limit,
-            })
-            .inc_by(n);
+        self.all.limit_hits(&self.tenant, limit, n);
     }
 
     /// The open-connections gauge, for the registry to keep.
@@ -330,12 +334,6 @@ impl PluginMetrics {
 
     /// A limit of the plugin's tenant refused `n` things at once.
     pub fn limit_hits(&self, limit: Limit, n: u64) {
-        self.all
-            .limits
-            .get_or_create(&LimitLabels {
-                tenant: self.tenant.clone(),
-                limit,
-            })
-            .inc_by(n);
+        self.all.limit_hits(&self.tenant, limit, n);
     }
 }

@@ -1,6 +1,7 @@
 //! A loaded plugin: its pool of warm instances and the one runner every event goes
 //! through (lane choice, checkout, the call, and return to the pool or failure).
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -28,7 +29,7 @@ enum Event {
     /// Boxed: the connection's whole description is six times the other events.
     Connect(Box<ConnectionInfo>),
     Message {
-        route_key: String,
+        route_key: Cow<'static, str>,
         message: Message,
     },
     Disconnect {
@@ -112,13 +113,11 @@ impl Plugin {
         self: &Arc<Self>,
         route: &Arc<str>,
         connection: &Arc<str>,
-        route_key: &str,
+        route_key: Cow<'static, str>,
         message: Message,
     ) -> Result<Option<Message>, PluginError> {
-        let event = Event::Message {
-            route_key: route_key.to_owned(),
-            message,
-        };
+        // `$default`, the usual key, is borrowed: no allocation per message.
+        let event = Event::Message { route_key, message };
         match self.run(route, connection, event).await? {
             Outcome::Message(reply) => Ok(reply),
             _ => unreachable!("a message event answers a reply"),
@@ -249,8 +248,8 @@ impl Plugin {
     }
 
     /// Returns a healthy instance to the pool (unless its memory grew past
-    /// `pool_memory_bytes`: a pooled instance keeps what it grew to), or maps the
-    /// failure and drops it.
+    /// `pool_memory_bytes`, since a pooled instance keeps what it grew to, or the
+    /// tenant's memory budget is half spent), or maps the failure and drops it.
     fn finish<R>(&self, instance: Instance, result: wasmtime::Result<R>) -> Result<R, PluginError> {
         instance
             .store
@@ -262,8 +261,13 @@ impl Plugin {
         match result {
             Ok(value) => {
                 self.expensive_failures.store(0, Ordering::Relaxed);
-                let small =
-                    instance.store.data().limits.held() <= self.scope.limits.pool_memory_bytes;
+                // Warm instances hold part of the tenant's memory budget: keep one only
+                // while it is small and the budget is not half spent, so idle instances
+                // never crowd out running ones.
+                let budget = &self.scope.quota.memory;
+                let small = instance.store.data().limits.held()
+                    <= self.scope.limits.pool_memory_bytes
+                    && budget.used() <= budget.limit() / 2;
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
                 if small && idle.len() < self.scope.limits.pool_size {
                     idle.push(instance);
