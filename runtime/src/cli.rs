@@ -9,6 +9,9 @@ use serde_json::Value;
 
 use wsgate::client::{Client, Credentials};
 
+/// The environment variable the bearer key is read from.
+const KEY_VARIABLE: &str = "WSGATE_KEY";
+
 /// Where and as whom to call the management API.
 #[derive(Args)]
 pub struct Target {
@@ -18,10 +21,14 @@ pub struct Target {
     /// The tenant.
     #[arg(long, env = "WSGATE_TENANT")]
     tenant: String,
-    /// A bearer key of the tenant. Without it, AWS credentials are read from
-    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN, AWS_REGION) and
-    /// requests are signed with SigV4.
-    #[arg(long, env = "WSGATE_KEY", hide_env_values = true)]
+    /// A bearer key of the tenant. Prefer the environment variable WSGATE_KEY: a key
+    /// on the command line shows in `ps` to every user of the machine (a warning says
+    /// so). Without either, AWS credentials are read from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN, AWS_REGION) and requests are signed
+    /// with SigV4.
+    // Deliberately not `env = "WSGATE_KEY"`: clap would then hide where the key came
+    // from, and only a key typed on the command line deserves the warning.
+    #[arg(long)]
     key: Option<String>,
     /// Print the API's JSON instead of readable text.
     #[arg(long)]
@@ -79,15 +86,21 @@ pub enum Command {
 
 impl Target {
     fn client(&self) -> anyhow::Result<Client> {
-        let credentials = match &self.key {
-            Some(key) => Credentials::Bearer(key.clone()),
+        let from_env = std::env::var(KEY_VARIABLE).ok().filter(|v| !v.is_empty());
+        if self.key.is_some() {
+            eprintln!(
+                "warning: --key puts the key on the command line, where `ps` shows it to every user of this machine; set {KEY_VARIABLE} instead"
+            );
+        }
+        let credentials = match self.key.clone().or(from_env) {
+            Some(key) => Credentials::Bearer(key),
             None => {
                 let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
                 let (Some(access_key_id), Some(secret_access_key)) =
                     (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"))
                 else {
                     anyhow::bail!(
-                        "no credentials: pass --key (or WSGATE_KEY), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+                        "no credentials: set {KEY_VARIABLE} to a bearer key of the tenant, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to sign with SigV4"
                     );
                 };
                 Credentials::Aws {

@@ -135,3 +135,22 @@ async fn cli_manages_connections() {
     assert_ne!(code, 0);
     assert!(err.contains("no credentials"), "{err}");
 }
+
+/// A key given with `--key` shows in `ps` to every user of the machine: the CLI warns
+/// on stderr and names WSGATE_KEY, which it reads without a warning. It used to take
+/// the key silently.
+#[tokio::test]
+async fn cli_warns_about_a_key_on_the_command_line() {
+    let gateway = Gateway::start(&standard_config()).await;
+    let (code, out, err) = cli(&gateway, &["list", "--key", "demo-key"], &[]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 connection(s)"), "{out}");
+    assert!(
+        err.contains("warning: --key") && err.contains("`ps`") && err.contains("WSGATE_KEY"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&gateway, &["list"], &[("WSGATE_KEY", "demo-key")]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0 connection(s)"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use wsgate::client::{Credentials, auth_headers};
 
+use crate::admin_limits::{answer, retry_after};
 use crate::harness::{Gateway, HttpAnswer, http, own_id, recv_text};
 use crate::standard_config;
 
@@ -238,5 +239,154 @@ async fn malformed_signature_fields_are_refused() {
             (403, Some("ForbiddenException")),
             "{what}: {body}"
         );
+    }
+}
+
+/// The headers of a signature made for `host` (as a client that dialled `host` makes
+/// it), with the `Host` header it signed, to send to the gateway's real address.
+fn signed_for(credentials: &Credentials, tenant: &str, host: &str) -> Vec<(String, String)> {
+    let signed_url = format!("http://{host}/{tenant}/@connections");
+    let mut headers =
+        auth_headers(credentials, "GET", &signed_url, b"", SystemTime::now()).unwrap();
+    headers.push(("host".to_owned(), host.to_owned()));
+    headers
+}
+
+/// The oracle attack on key ids: made-up bearer keys and access key ids, a known key
+/// id with a guessed secret, another tenant's valid credentials. Each gets the same
+/// 403 with the same body, so no answer tells a valid key id from an unknown one (they
+/// used to: "unknown access key id" against "signature does not match"). What depends
+/// on no key keeps its own message: a missing header, a stale date.
+#[tokio::test]
+async fn failed_credentials_are_answered_alike() {
+    let gateway = Gateway::start(&standard_config()).await;
+    let url = format!("http://{}/demo/@connections", gateway.admin);
+    let now = SystemTime::now();
+    let bearer = |key: &str| vec![("authorization".to_owned(), format!("Bearer {key}"))];
+    let signed =
+        |akid: &str, secret: &str| auth_headers(&aws(akid, secret), "GET", &url, b"", now).unwrap();
+    let mut answers: Vec<(&str, HttpAnswer)> = Vec::new();
+    for (what, headers) in [
+        ("an unknown bearer key", bearer("guess")),
+        ("another tenant's bearer key", bearer("acme-key")),
+        ("an unknown access key id", signed("AKIDGUESS", "guess")),
+        (
+            "a known key id with a wrong secret",
+            signed("AKIDDEMO", "guess"),
+        ),
+        (
+            "another tenant's access key",
+            signed("AKIDACME", "acme-secret"),
+        ),
+    ] {
+        let answer = send_with(&url, "GET", &headers, b"").await;
+        assert_eq!(
+            (answer.0, answer.1.as_deref()),
+            (403, Some("ForbiddenException")),
+            "{what}: {}",
+            answer.2
+        );
+        answers.push((what, answer));
+    }
+    let (first, expected) = &answers[0];
+    for (what, answer) in &answers[1..] {
+        assert_eq!(answer, expected, "{what} is told apart from {first}");
+    }
+
+    let (status, _, body) = send_with(&url, "GET", &[], b"").await;
+    assert_eq!(status, 403);
+    assert!(body.contains("Missing Authentication Token"), "{body}");
+    let stale = now - Duration::from_secs(600);
+    let headers = auth_headers(&aws("AKIDGUESS", "guess"), "GET", &url, b"", stale).unwrap();
+    let (status, _, body) = send_with(&url, "GET", &headers, b"").await;
+    assert_eq!(status, 403);
+    assert!(
+        body.contains("Signature expired"),
+        "the date is checked before the key: {body}"
+    );
+}
+
+/// A signature made for another host (another gateway, or AWS's own endpoint, sharing
+/// the keys) and replayed here is refused once the gateway knows its names: `[admin]
+/// hosts`, or the tenant's own `hosts`. It used to be accepted. Signatures for a
+/// configured name, for the address the client dialled and for localhost on a
+/// loopback connection keep working; a tenant without names, on a gateway without
+/// names, accepts any host (there is nothing to check against).
+#[tokio::test]
+async fn signatures_made_for_another_host_are_refused() {
+    // The standard config with the admin API's own name added to its [admin] table.
+    let config =
+        standard_config().replacen("[admin]\n", "[admin]\nhosts = [\"api.example.test\"]\n", 1);
+    let gateway = Gateway::start(&config).await;
+    let port = gateway.admin.port();
+    let demo = aws("AKIDDEMO", "demo-secret");
+    let acme = aws("AKIDACME", "acme-secret");
+    for (credentials, tenant, host, expected) in [
+        (&demo, "demo", "elsewhere.example.test".to_owned(), 403),
+        (&demo, "demo", format!("elsewhere.example.test:{port}"), 403),
+        (&demo, "demo", "acme.test".to_owned(), 403),
+        (&demo, "demo", "api.example.test".to_owned(), 200),
+        (&demo, "demo", format!("api.example.test:{port}"), 200),
+        (&demo, "demo", format!("127.0.0.1:{port}"), 200),
+        (&demo, "demo", format!("localhost:{port}"), 200),
+        (&acme, "acme", "acme.test".to_owned(), 200),
+        (&acme, "acme", "elsewhere.example.test".to_owned(), 403),
+    ] {
+        let headers = signed_for(credentials, tenant, &host);
+        let url = format!("http://{}/{tenant}/@connections", gateway.admin);
+        let (status, _, body) = send_with(&url, "GET", &headers, b"").await;
+        assert_eq!(status, expected, "{tenant} signed for {host}: {body}");
+        if expected == 403 {
+            assert!(body.contains("not valid for this request"), "{body}");
+        }
+    }
+
+    // Without [admin] hosts, only a tenant with names of its own is checked.
+    let gateway = Gateway::start(&standard_config()).await;
+    for (credentials, tenant, expected) in [(&acme, "acme", 403), (&demo, "demo", 200)] {
+        let headers = signed_for(credentials, tenant, "elsewhere.example.test");
+        let url = format!("http://{}/{tenant}/@connections", gateway.admin);
+        let (status, _, body) = send_with(&url, "GET", &headers, b"").await;
+        assert_eq!(status, expected, "{tenant}: {body}");
+    }
+}
+
+/// A tenant with as many signed writes remembered as `[admin] replay_cache_signatures`
+/// allows gets 429 with `Retry-After` for its next signed write, which is not let
+/// through unremembered (that would drop the replay protection); a replay is still
+/// refused as one, and reads and bearer-key writes go on. The cache used to grow with
+/// the write rate, about 136 bytes a signature.
+#[tokio::test]
+async fn a_tenant_at_its_replay_cache_cap_gets_429() {
+    let config =
+        standard_config().replacen("[admin]\n", "[admin]\nreplay_cache_signatures = 2\n", 1);
+    let gateway = Gateway::start(&config).await;
+    let mut client = gateway.connect("/demo/connections").await;
+    let id = own_id(&mut client).await;
+    let url = format!("http://{}/demo/@connections/{id}", gateway.admin);
+    let demo = aws("AKIDDEMO", "demo-secret");
+    let first = auth_headers(&demo, "POST", &url, b"one", SystemTime::now()).unwrap();
+    assert_eq!(send_with(&url, "POST", &first, b"one").await.0, 200);
+    let (status, _, body) = send(&url, "POST", &demo, b"two", b"two", SystemTime::now()).await;
+    assert_eq!(status, 200, "{body}");
+
+    let third = auth_headers(&demo, "POST", &url, b"three", SystemTime::now()).unwrap();
+    let (status, headers, body) = answer("POST", &url, &third, b"three").await;
+    let wait = retry_after(status, &headers, &body);
+    assert!(
+        (1..=360).contains(&wait),
+        "until the oldest minute expires: {wait}"
+    );
+    let (status, _, body) = send_with(&url, "POST", &first, b"one").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("replay"), "{body}");
+
+    let bearer = [("authorization".to_owned(), "Bearer demo-key".to_owned())];
+    assert_eq!(send_with(&url, "POST", &bearer, b"four").await.0, 200);
+    let (status, _, body) = send(&url, "GET", &demo, b"", b"", SystemTime::now()).await;
+    assert_eq!(status, 200, "{body}");
+    // The refused write was not delivered.
+    for expected in ["one", "two", "four"] {
+        assert_eq!(recv_text(&mut client).await, expected);
     }
 }

@@ -20,6 +20,15 @@ pub enum ApiError {
     /// The tenant's request rate, or the client's outbound queue, is exhausted.
     #[error("{0}")]
     LimitExceeded(String),
+    /// A limit that frees up at a known time: answered 429 `LimitExceededException`
+    /// with `Retry-After`, so clients (AWS SDKs among them) back off for that long.
+    #[error("{message}")]
+    Throttled {
+        /// What is limited and what to do.
+        message: String,
+        /// Seconds until a retry can succeed (at least 1).
+        retry_after_secs: u64,
+    },
     /// The request is malformed (bad JSON, base64, parameter).
     #[error("{0}")]
     BadRequest(String),
@@ -37,7 +46,9 @@ impl ApiError {
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::LimitExceeded(_) | ApiError::Throttled { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -49,7 +60,7 @@ impl ApiError {
             ApiError::Gone(_) => "GoneException",
             ApiError::Forbidden(_) => "ForbiddenException",
             ApiError::PayloadTooLarge(_) => "PayloadTooLargeException",
-            ApiError::LimitExceeded(_) => "LimitExceededException",
+            ApiError::LimitExceeded(_) | ApiError::Throttled { .. } => "LimitExceededException",
             ApiError::BadRequest(_) => "BadRequestException",
             ApiError::NotFound(_) => "NotFoundException",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowedException",
@@ -67,7 +78,20 @@ impl ApiError {
             "x-amzn-errortype",
             HeaderValue::from_static(self.aws_type()),
         );
+        self.add_retry_after(&mut response);
         response
+    }
+
+    /// Adds `Retry-After` to the response of a [`ApiError::Throttled`].
+    fn add_retry_after(&self, response: &mut Response) {
+        if let ApiError::Throttled {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(*retry_after_secs));
+        }
     }
 
     /// The response Yandex Cloud's REST API would send: a gone connection is NOT_FOUND.
@@ -76,11 +100,15 @@ impl ApiError {
             ApiError::Gone(_) | ApiError::NotFound(_) => (StatusCode::NOT_FOUND, 5),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, 7),
             ApiError::PayloadTooLarge(_) | ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, 3),
-            ApiError::LimitExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, 8),
+            ApiError::LimitExceeded(_) | ApiError::Throttled { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, 8)
+            }
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, 12),
         };
         let body = serde_json::json!({ "code": code, "message": self.to_string(), "details": [] });
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        self.add_retry_after(&mut response);
+        response
     }
 }
 

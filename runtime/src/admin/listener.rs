@@ -2,6 +2,7 @@
 //! bounds idle keep-alive connections too) and a cap on open connections, so whoever
 //! reaches the port cannot hold the gateway's memory or file descriptors.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,6 +16,17 @@ use tower_service::Service;
 
 use crate::config::AdminConfig;
 use crate::server::AcceptErrors;
+
+/// Where a request's connection came from and where it arrived: a request extension
+/// every request served by [`serve`] carries. Authentication limits failures by `peer`
+/// and accepts SigV4 signatures made for `local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The gateway's address the client connected to.
+    pub local: SocketAddr,
+}
 
 /// Serves `router` on `listener` under `limits` until `shutdown`, then lets requests in
 /// flight finish.
@@ -37,8 +49,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 errors.failed("admin", &listener, err).await;
                 continue;
@@ -54,10 +66,18 @@ pub async fn serve(
             });
             continue;
         };
+        let addresses = Addresses {
+            peer,
+            local: stream
+                .local_addr()
+                .unwrap_or_else(|_| listener_addr(&listener)),
+        };
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let mut router = router.clone();
-            router.call(request.map(Body::new))
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(addresses);
+            router.call(request)
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);
         let shutdown = shutdown.clone();
@@ -75,4 +95,11 @@ pub async fn serve(
     }
     connections.close();
     connections.wait().await;
+}
+
+/// The listener's own address, for a socket whose local address cannot be read.
+fn listener_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }

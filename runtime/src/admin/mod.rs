@@ -2,7 +2,9 @@
 //! (`/{tenant}/@connections[/{id}]`) and the Yandex-compatible connection REST API
 //! (`/apigateways/websocket/v1/connections/{id}`).
 //!
-//! - `auth`: bearer keys and SigV4.
+//! - `auth`: bearer keys and SigV4, in an order that reveals no key.
+//! - `failures`: failed authentications limited per source address.
+//! - `replay`: signed writes remembered against replays, bounded per tenant.
 //! - `connections`: the operations both APIs share.
 //! - `error`: errors in AWS's or Yandex's shape.
 //! - `listener`: the accept loop, with head timeouts and a connection cap.
@@ -14,7 +16,9 @@
 pub mod auth;
 pub mod connections;
 pub mod error;
+pub mod failures;
 pub mod listener;
+pub mod replay;
 
 use std::sync::Arc;
 
@@ -33,6 +37,8 @@ use crate::tenant::Tenant;
 use auth::Authenticator;
 use connections::FrameType;
 use error::ApiError;
+use listener::Addresses;
+use replay::ReplayKey;
 
 /// What a Yandex `:send` envelope adds to the data it carries: base64 makes 3 bytes 4,
 /// and the JSON around it is small.
@@ -46,12 +52,11 @@ struct Admin {
     gateway: Arc<Gateway>,
 }
 
-/// The admin router.
+/// The admin router. The limits on failed authentications and on remembered
+/// signatures are read from the snapshot in force now, and kept across reloads.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let admin = Arc::new(Admin {
-        auth: Authenticator::default(),
-        gateway,
-    });
+    let auth = Authenticator::new(&gateway.snapshot().admin, gateway.metrics.clone());
+    let admin = Arc::new(Admin { auth, gateway });
     Router::new().fallback(dispatch).with_state(admin)
 }
 
@@ -67,6 +72,8 @@ struct Call {
     yandex: bool,
     /// How long the body may take to arrive.
     body_timeout: std::time::Duration,
+    /// Where the connection came from and arrived (set by the listener).
+    addresses: Option<Addresses>,
 }
 
 /// A request's query parameters, decoded.
@@ -106,6 +113,7 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
     let snapshot = admin.gateway.snapshot();
     let call = Call {
         query: Query::parse(parts.uri.query()),
+        addresses: parts.extensions.get::<Addresses>().copied(),
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
@@ -124,7 +132,11 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
     let response = match segments[..] {
         ["health"] if call.method == Method::GET => return "OK".into_response(),
         ["metrics"] if call.method == Method::GET => {
-            if let Err(error) = auth::operator(&snapshot.admin.bearer_keys, &call.headers) {
+            if let Err(error) =
+                admin
+                    .auth
+                    .operator(&snapshot.admin.bearer_keys, &call.headers, call.addresses)
+            {
                 return error.aws();
             }
             let text = admin.gateway.metrics.encode();
@@ -155,7 +167,7 @@ struct Caller<'a> {
     snapshot: &'a Snapshot,
     call: &'a Call,
     /// Set when a signed write is remembered against replays.
-    replay_key: &'a std::sync::Mutex<Option<String>>,
+    replay_key: &'a std::sync::Mutex<Option<ReplayKey>>,
 }
 
 impl Caller<'_> {
@@ -165,20 +177,6 @@ impl Caller<'_> {
     async fn tenant(&self, named: Option<&str>) -> Result<(Arc<Tenant>, Bytes), ApiError> {
         let call = self.call;
         let read_body = |tenant: Arc<Tenant>| async move {
-            if let Some(named) = named
-                && *tenant.id != *named
-            {
-                return Err(ApiError::Forbidden(format!(
-                    "these credentials are not valid for tenant {:?}",
-                    named.chars().take(64).collect::<String>()
-                )));
-            }
-            tenant.api_limiter.check().map_err(|_| {
-                ApiError::LimitExceeded(format!(
-                    "the management API rate limit of tenant {} is exceeded; retry later",
-                    tenant.id
-                ))
-            })?;
             let max = tenant.limits.max_message_bytes;
             let limit = if call.yandex {
                 yandex_body_limit(max)
@@ -188,17 +186,16 @@ impl Caller<'_> {
             let body = call.body.lock().unwrap_or_else(|e| e.into_inner()).take();
             read_body(body.unwrap_or_default(), limit, call.body_timeout).await
         };
-        let authenticated = self
-            .admin
-            .auth
-            .authenticate(
-                &self.snapshot.keys,
-                &call.method,
-                &call.uri,
-                &call.headers,
-                read_body,
-            )
-            .await?;
+        let request = auth::Request {
+            keys: &self.snapshot.keys,
+            admin: &self.snapshot.admin,
+            method: &call.method,
+            uri: &call.uri,
+            headers: &call.headers,
+            addresses: call.addresses,
+            tenant: named,
+        };
+        let authenticated = self.admin.auth.authenticate(&request, read_body).await?;
         *self.replay_key.lock().unwrap_or_else(|e| e.into_inner()) = authenticated.replay_key;
         Ok((authenticated.tenant, authenticated.body))
     }

@@ -75,6 +75,12 @@ impl Config {
         config.file = file.to_owned();
         config.base_dir = base_dir.to_owned();
         config.validate()?;
+        config.admin.tenant_hosts = config
+            .tenants
+            .iter()
+            .filter(|(_, tenant)| !tenant.hosts.is_empty())
+            .map(|(id, tenant)| (id.clone(), tenant.hosts.clone()))
+            .collect();
         Ok(config)
     }
 

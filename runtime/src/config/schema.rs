@@ -55,6 +55,33 @@ pub struct AdminConfig {
     /// How long a request body may take to arrive, once its credentials have passed.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Host names (without a port) by which backends reach the admin API, e.g. the name
+    /// of the load balancer in front of it. When this or the calling tenant's `hosts`
+    /// lists any name, a SigV4 signature must have been made for one of them, or for
+    /// the address the request arrived at (`localhost` too on a loopback connection);
+    /// a signature made for another host is refused.
+    pub hosts: Vec<String>,
+    /// Failed authentications a source address may make per minute, once its burst
+    /// is spent; past it, every request from there gets 429 without its credentials
+    /// being checked. An IPv6 source is its /64 network. Read at start-up.
+    pub auth_failures_per_minute: u32,
+    /// Failed authentications a source address may make at once before
+    /// `auth_failures_per_minute` applies. Read at start-up.
+    pub auth_failure_burst: u32,
+    /// Source addresses whose failures are remembered at once; past it the least
+    /// limited are forgotten first, so memory stays bounded whatever the number of
+    /// attacking addresses. Read at start-up.
+    pub auth_failure_sources: usize,
+    /// Signed writes remembered against replays, per tenant, while they could still be
+    /// replayed (their `x-amz-date` minute plus the 5-minute skew). When a tenant has
+    /// this many, its new signed writes get 429 until the oldest minute expires, rather
+    /// than being let through unprotected. Read at start-up.
+    pub replay_cache_signatures: usize,
+    /// Each tenant's `hosts`, by tenant id. Not a key of the file: [`Config::parse`]
+    /// fills it in, so that the admin listener, which sees this table and the
+    /// credentials, knows which names a tenant's signatures may be made for.
+    #[serde(skip)]
+    pub tenant_hosts: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for AdminConfig {
@@ -64,6 +91,12 @@ impl Default for AdminConfig {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            hosts: Vec::new(),
+            auth_failures_per_minute: 300,
+            auth_failure_burst: 20,
+            auth_failure_sources: 65_536,
+            replay_cache_signatures: 1_000_000,
+            tenant_hosts: BTreeMap::new(),
         }
     }
 }
@@ -350,9 +383,13 @@ pub struct PluginLimits {
     /// Events of this plugin that may hold an instance at once; an event waits for a
     /// place within its time limit, then fails (`kind=instances`).
     pub max_instances: usize,
-    /// Host calls (send, get-info, list, log, …) one event may make; the guest is
-    /// stopped at the next one.
+    /// Host calls (send, get-info, list, log, …, and each write to stdout or stderr)
+    /// one event may make; the guest is stopped at the next one.
     pub max_host_calls: u32,
+    /// Log bytes one event may write: the `log` import's lines and stdout and stderr
+    /// lines together, as written (control characters escaped). Lines past it are
+    /// dropped, and one warning after the event says how many. 0 drops them all.
+    pub max_log_bytes: usize,
     /// Consecutive expensive failures (timeouts, memory limit) after which the plugin is
     /// suspended: its events fail at once, without running it.
     pub suspend_after: u32,
@@ -370,6 +407,7 @@ impl Default for PluginLimits {
             pool_memory_bytes: 4 << 20,
             max_instances: 64,
             max_host_calls: 100_000,
+            max_log_bytes: 64 * 1024,
             suspend_after: 5,
             suspend_for: Duration::from_secs(10),
         }
@@ -464,10 +502,27 @@ mod tests {
         assert_eq!(limits.pool_memory_bytes, 4 << 20);
         assert_eq!(limits.max_instances, 64);
         assert_eq!(limits.max_host_calls, 100_000);
+        assert_eq!(limits.max_log_bytes, 64 * 1024);
         assert_eq!(limits.suspend_after, 5);
         assert_eq!(limits.suspend_for, Duration::from_secs(10));
         let route = &demo.routes["/echo"];
         assert!(route.selection.is_none() && route.keys.is_empty());
+    }
+
+    #[test]
+    fn admin_defaults_are_as_documented() {
+        let config = parse(&format!("{MINIMAL}\n[admin]\n")).unwrap();
+        let admin = &config.admin;
+        assert!(admin.bearer_keys.is_empty() && admin.hosts.is_empty());
+        assert_eq!(admin.max_connections, 1024);
+        assert_eq!(admin.header_timeout, Duration::from_secs(10));
+        assert_eq!(admin.body_timeout, Duration::from_secs(10));
+        assert_eq!(
+            (admin.auth_failures_per_minute, admin.auth_failure_burst),
+            (300, 20)
+        );
+        assert_eq!(admin.auth_failure_sources, 65_536);
+        assert_eq!(admin.replay_cache_signatures, 1_000_000);
     }
 
     #[test]

@@ -31,6 +31,30 @@ impl Config {
                 ));
             }
         }
+        for (name, value) in [
+            (
+                "auth_failures_per_minute",
+                self.admin.auth_failures_per_minute as usize,
+            ),
+            ("auth_failure_burst", self.admin.auth_failure_burst as usize),
+            ("auth_failure_sources", self.admin.auth_failure_sources),
+            (
+                "replay_cache_signatures",
+                self.admin.replay_cache_signatures,
+            ),
+        ] {
+            if value == 0 {
+                return Err(self.invalid(format!("admin.{name}"), "must be at least 1"));
+            }
+        }
+        for host in &self.admin.hosts {
+            if !valid_host_name(host) {
+                return Err(self.invalid(
+                    "admin.hosts",
+                    format!("`{host}` is not a host name: write the name alone, without a scheme, port or path (e.g. \"api.example.com\"; ports are not compared)"),
+                ));
+            }
+        }
         let mut hosts = HashSet::new();
         let mut keys = HashSet::new();
         for secret in &self.admin.bearer_keys {
@@ -167,6 +191,12 @@ impl Config {
                     self.invalid(format!("{pkey}.limits.max_instances"), "must be at least 1")
                 );
             }
+            if plugin.limits.max_log_bytes > MAX_LOG_BYTES {
+                return Err(self.invalid(
+                    format!("{pkey}.limits.max_log_bytes"),
+                    format!("must be at most {MAX_LOG_BYTES} (16 MiB): it is per event, and every event of the plugin may spend it"),
+                ));
+            }
             if plugin.limits.timeout.is_zero() {
                 return Err(self.invalid(
                     format!("{pkey}.limits.timeout"),
@@ -236,6 +266,21 @@ impl Config {
     }
 }
 
+/// A host name or IP address as a SigV4 `host` header names it, without a port: an
+/// IPv6 address in brackets.
+fn valid_host_name(host: &str) -> bool {
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    !host.is_empty()
+        && host.len() <= 253
+        && (bracketed || !host.contains(':'))
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}
+
+/// The largest `max_log_bytes` a plugin may have.
+const MAX_LOG_BYTES: usize = 16 << 20;
+
 fn valid_tenant_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
@@ -254,6 +299,27 @@ mod tests {
         ));
         assert!(err.contains("tenants.demo.routes.\"/{y}\""), "{err}");
         assert!(err.contains("conflicts"), "{err}");
+    }
+
+    /// A plugin's log cap is bounded above; 0 (no plugin lines at all) is allowed.
+    #[test]
+    fn max_log_bytes_is_bounded() {
+        let limits = |bytes: usize| {
+            format!("{MINIMAL}\n[tenants.demo.plugins.echo.limits]\nmax_log_bytes = {bytes}\n")
+        };
+        let err = error(&limits((16 << 20) + 1));
+        assert!(
+            err.contains("tenants.demo.plugins.echo.limits.max_log_bytes")
+                && err.contains("at most 16777216"),
+            "{err}"
+        );
+        for bytes in [0, 16 << 20] {
+            let config = crate::config::testing::parse(&limits(bytes)).unwrap();
+            assert_eq!(
+                config.tenants["demo"].plugins["echo"].limits.max_log_bytes,
+                bytes
+            );
+        }
     }
 
     #[test]
@@ -308,6 +374,37 @@ mod tests {
             MINIMAL.replace("demo", "acme")
         );
         assert!(error(&two).contains("listed twice"));
+    }
+
+    #[test]
+    fn admin_hosts_and_auth_limits_are_checked() {
+        for (line, expected) in [
+            ("hosts = [\"https://api.example.com\"]", "admin.hosts"),
+            (
+                "hosts = [\"api.example.com:9090\"]",
+                "without a scheme, port",
+            ),
+            (
+                "auth_failures_per_minute = 0",
+                "admin.auth_failures_per_minute",
+            ),
+            ("auth_failure_sources = 0", "admin.auth_failure_sources"),
+            (
+                "replay_cache_signatures = 0",
+                "admin.replay_cache_signatures",
+            ),
+        ] {
+            let err = error(&format!("{MINIMAL}\n[admin]\n{line}\n"));
+            assert!(err.contains(expected), "{line}: {err}");
+        }
+        let config = crate::config::testing::parse(&format!(
+            "{MINIMAL}\n[admin]\nhosts = [\"api.example.com\", \"[::1]\"]\n[tenants.demo]\nhosts = [\"demo.example.com\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.admin.tenant_hosts["demo"],
+            ["demo.example.com".to_owned()]
+        );
     }
 
     #[test]

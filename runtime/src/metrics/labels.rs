@@ -44,7 +44,7 @@ macro_rules! label_enum {
 }
 
 label_enum! {
-    /// A client or tenant limit that refused or closed something.
+    /// A client, tenant or plugin limit that refused, dropped or closed something.
     Limit {
         /// The connection was idle for the tenant's idle timeout.
         Idle => "idle",
@@ -64,6 +64,8 @@ label_enum! {
         MaxConnections => "max_connections",
         /// A broadcast skipped a recipient whose queue was full.
         QueueFull => "queue_full",
+        /// A plugin's log line past its `max_log_bytes` for one event was dropped.
+        LogBytes => "log_bytes",
     }
 }
 
@@ -108,6 +110,30 @@ label_enum! {
         ConfigGet => "config_get",
         /// `config.get-all`.
         ConfigGetAll => "config_get_all",
+    }
+}
+
+label_enum! {
+    /// Why the admin API refused a request's credentials. Never the key itself.
+    AuthFailure {
+        /// No `Authorization` header, or an unsupported scheme.
+        Missing => "missing",
+        /// An unparsable SigV4 header: scope, signed headers, date format, size.
+        Malformed => "malformed",
+        /// `x-amz-date` too far from the gateway's clock.
+        Expired => "expired",
+        /// An unknown bearer key or access key id.
+        UnknownKey => "unknown_key",
+        /// A SigV4 signature that does not match.
+        BadSignature => "bad_signature",
+        /// Valid credentials of another tenant than the one in the path.
+        WrongTenant => "wrong_tenant",
+        /// A SigV4 signature made for a host that is not this gateway's.
+        WrongHost => "wrong_host",
+        /// A signed write sent again.
+        Replay => "replay",
+        /// Not checked: the source address is past its failed-authentication limit.
+        Throttled => "throttled",
     }
 }
 

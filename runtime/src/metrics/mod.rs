@@ -6,7 +6,7 @@
 
 mod labels;
 
-pub use labels::{FailureKind, Import, Limit};
+pub use labels::{AuthFailure, FailureKind, Import, Limit};
 
 use std::sync::Arc;
 
@@ -83,6 +83,11 @@ struct ImportLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthFailureLabel {
+    reason: AuthFailure,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginName {
     tenant: String,
     plugin: String,
@@ -99,6 +104,7 @@ pub struct Metrics {
     plugin_failures: Family<PluginLabels, Counter>,
     heavy_events: Family<PluginName, Counter>,
     host_calls: Family<ImportLabels, Counter>,
+    auth_failures: Family<AuthFailureLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -120,6 +126,7 @@ impl Metrics {
             plugin_failures: Family::default(),
             heavy_events: Family::default(),
             host_calls: Family::default(),
+            auth_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,15 +168,23 @@ impl Metrics {
         registry.register(
             "limits_hit",
             format!(
-                "Client limits that refused or closed something ({})",
+                "Client, tenant and plugin limits that refused, dropped or closed something ({})",
                 Limit::names()
             ),
             metrics.limits.clone(),
         );
         registry.register(
             "plugin_heavy_events",
-            "Events run on the low-priority lane because their plugin recently used a whole epoch tick of CPU",
+            "Events run on the low-priority lane because their plugin recently computed for over 3 ms in one event",
             metrics.heavy_events.clone(),
+        );
+        registry.register(
+            "admin_auth_failures",
+            format!(
+                "Admin API requests whose credentials were refused, by reason ({})",
+                AuthFailure::names()
+            ),
+            metrics.auth_failures.clone(),
         );
         Arc::new(Metrics {
             registry,
@@ -215,6 +230,13 @@ impl Metrics {
                 limit,
             })
             .inc_by(n);
+    }
+
+    /// Counts an admin API request whose credentials were refused (or not checked).
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        self.auth_failures
+            .get_or_create(&AuthFailureLabel { reason })
+            .inc();
     }
 
     /// Counts an upgrade refused with `status` (before a tenant is known: tenant "").

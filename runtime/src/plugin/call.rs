@@ -3,11 +3,18 @@
 //! The generated host traits are implemented on [`HostCall`], whose state is private to
 //! this module, so an import cannot reach the registry, the config or the grants
 //! without being counted.
+//!
+//! The budget itself, [`EventBudget`], is shared with the guest's stdout and stderr
+//! (`output`): a write to them is a host call too, and their lines and the `log`
+//! import's share one cap on log bytes per event.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::HasData;
 
-use super::state::HostState;
-use crate::metrics::Import;
+use super::state::{EventScope, HostState, PluginScope};
+use crate::metrics::{Import, Limit};
 
 /// An import call in progress on a plugin instance.
 pub struct HostCall<'a> {
@@ -24,12 +31,11 @@ impl<'a> HostCall<'a> {
     /// stopped with a trap.
     pub fn enter(&mut self, import: Import) -> wasmtime::Result<&mut HostState> {
         let state = &mut *self.state;
-        state.host_calls += 1;
         state.scope.metrics.host_call(import);
-        let max = state.scope.limits.max_host_calls;
-        if state.host_calls > max {
-            return Err(wasmtime::Error::new(HostCallLimit(max)));
-        }
+        state
+            .budget
+            .call(state.scope.limits.max_host_calls)
+            .map_err(wasmtime::Error::new)?;
         Ok(state)
     }
 }
@@ -44,6 +50,91 @@ pub struct Calls;
 
 impl HasData for Calls {
     type Data<'a> = HostCall<'a>;
+}
+
+/// What the current event has spent of its plugin's per-event budgets: host calls
+/// (imports and writes to stdout or stderr, against `limits.max_host_calls`) and log
+/// bytes (the `log` import's lines and stdout and stderr lines together, against
+/// `limits.max_log_bytes`).
+///
+/// The imports reach it through their [`HostState`]; the output streams, which
+/// wasmtime-wasi keeps in its own table, hold a clone of the `Arc` it sits in. A store
+/// runs one event at a time, so nothing here is contended; the atomics and the mutex
+/// only make it shareable. [`EventBudget::end`] resets it after each event.
+#[derive(Debug, Default)]
+pub struct EventBudget {
+    /// Host calls made during the event. 64 bits: a stream write past the budget
+    /// fails without a trap on the async path, and must not wrap.
+    host_calls: AtomicU64,
+    /// Log bytes written and dropped during the event.
+    log: Mutex<LogSpend>,
+}
+
+/// Log bytes an event wrote and dropped.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LogSpend {
+    /// Bytes of the lines that reached the log.
+    pub written: usize,
+    /// Lines dropped past the cap.
+    pub dropped_lines: u64,
+    /// Bytes of the dropped lines.
+    pub dropped_bytes: u64,
+}
+
+impl EventBudget {
+    /// Counts one host call; past `max` in the event, the error to stop the guest with.
+    pub fn call(&self, max: u32) -> Result<(), HostCallLimit> {
+        let calls = self.host_calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if calls > u64::from(max) {
+            return Err(HostCallLimit(max));
+        }
+        Ok(())
+    }
+
+    /// Host calls made so far in the event.
+    #[cfg(test)]
+    pub fn host_calls(&self) -> u64 {
+        self.host_calls.load(Ordering::Relaxed)
+    }
+
+    /// Whether a log line of `len` bytes (as it will be written, escaped) still fits
+    /// under `cap` bytes for the event. Lines are written whole or not at all, and once
+    /// one is dropped every later one is too, so the log keeps an unbroken beginning of
+    /// what the event wrote. A dropped line is counted for [`EventBudget::end`].
+    pub fn admit_line(&self, len: usize, cap: usize) -> bool {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.dropped_lines == 0 && len <= cap.saturating_sub(log.written) {
+            log.written += len;
+            return true;
+        }
+        log.dropped_lines += 1;
+        log.dropped_bytes += len as u64;
+        false
+    }
+
+    /// Ends the event: resets the budget for the next one and, if lines were dropped,
+    /// says so in one warning and counts them in `wsgate_limits_hit_total`
+    /// (`limit="log_bytes"`). Returns what the event spent on the log.
+    pub fn end(&self, scope: &PluginScope, event: &EventScope) -> LogSpend {
+        self.host_calls.store(0, Ordering::Relaxed);
+        let spent = std::mem::take(&mut *self.log.lock().unwrap_or_else(|e| e.into_inner()));
+        if spent.dropped_lines > 0 {
+            scope
+                .metrics
+                .limit_hits(Limit::LogBytes, spent.dropped_lines);
+            tracing::warn!(
+                tenant = %scope.tenant,
+                plugin = %scope.plugin,
+                route = %event.route,
+                connection = %event.connection,
+                dropped_lines = spent.dropped_lines,
+                dropped_bytes = spent.dropped_bytes,
+                "the plugin's log lines past its {} bytes for one event were dropped (limits.max_log_bytes)",
+                scope.limits.max_log_bytes
+            );
+        }
+        spent
+    }
 }
 
 #[cfg(test)]
@@ -89,7 +180,7 @@ mod tests {
         for _ in 0..2 {
             assert!(call_every_import(&mut host).await.iter().all(|ok| *ok));
         }
-        assert_eq!(host.state.host_calls, 16);
+        assert_eq!(host.state.budget.host_calls(), 16);
         let text = metrics.encode();
         for import in Import::ALL {
             let series = format!(

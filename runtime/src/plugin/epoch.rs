@@ -1,22 +1,20 @@
 //! What happens at each epoch tick while a guest runs: interrupt it past its deadline,
-//! mark its plugin heavy after whole ticks of compute, make it wait for one of its
-//! tenant's event permits once it runs long, and yield to the reactor.
+//! make it wait for one of its tenant's event permits once it runs long, and yield to
+//! the reactor. (Whether its plugin is CPU-heavy is measured around the whole call,
+//! by `heavy::metered`: ticks are wall-clock time and cannot tell compute from waits.)
 
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use wasmtime::{StoreContextMut, UpdateDeadline};
 
-use super::heavy;
 use super::state::HostState;
 
 /// The store's epoch-deadline callback.
-pub fn on_tick(mut ctx: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
-    let state = ctx.data_mut();
+pub fn on_tick(ctx: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
+    let state = ctx.data();
     if Instant::now() >= state.event.deadline {
         return Ok(UpdateDeadline::Interrupt);
     }
-    count_compute(state);
     if let Some(wait) = wait_for_turn(state) {
         return Ok(wait);
     }
@@ -27,24 +25,6 @@ pub fn on_tick(mut ctx: StoreContextMut<'_, HostState>) -> wasmtime::Result<Upda
         1,
         Box::pin(tokio::task::yield_now()),
     ))
-}
-
-/// Counts ticks of guest compute (no host call since the last tick); enough of them in
-/// a row mark the plugin heavy, and its next events go to the low-priority lane.
-fn count_compute(state: &mut HostState) {
-    if state.host_calls == state.event.calls_at_tick {
-        state.event.ticks += 1;
-    } else {
-        state.event.ticks = 1;
-        state.event.calls_at_tick = state.host_calls;
-    }
-    if state.event.ticks >= heavy::HEAVY_TICKS && !heavy::on_lane() {
-        let heavy_until = crate::registry::now_ms() + heavy::HEAVY_FOR.as_millis() as u64;
-        state
-            .scope
-            .heavy_until_ms
-            .store(heavy_until, Ordering::Relaxed);
-    }
 }
 
 /// The event has run past a tick: from here on it needs one of the tenant's permits,

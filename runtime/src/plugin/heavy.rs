@@ -1,8 +1,9 @@
 //! The low-priority lane for CPU-heavy plugins.
 //!
-//! A plugin whose guest computes for `HEAVY_TICKS` epoch ticks (1 ms each) in a row,
-//! with no host call between, is marked heavy for a while, and its events then run
-//! here: on a separate tokio runtime whose threads have the lowest scheduling priority
+//! A plugin one of whose events computes for more than [`HEAVY_COMPUTE`] is marked
+//! heavy for a while ([`metered`] measures each event's compute, whatever host calls
+//! it makes between), and its events then run here: on a separate tokio runtime whose
+//! threads have the lowest scheduling priority
 //! (`SCHED_IDLE` on Linux). The kernel gives them whatever CPU the gateway's own
 //! workers leave, so one tenant's spinning plugin cannot take a core from other
 //! tenants' sockets and quick plugins. Its own events get slower under contention (they still
@@ -13,18 +14,136 @@
 
 use std::future::Future;
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 use tokio::task::JoinError;
 
+use super::engine::EPOCH_TICK;
+use super::state::PluginScope;
+use crate::registry::now_ms;
+
 /// How long a plugin stays heavy after an event on the normal lane showed it heavy.
 pub const HEAVY_FOR: Duration = Duration::from_secs(10);
 
-/// Epoch ticks in a row of guest compute, with no host call between, that make a plugin
-/// heavy. Ticks are wall-clock time, so a quick event the OS preempts can see one or two;
-/// three make a mistake rare, and a spinning guest still gets here in 2–3 ms.
-pub const HEAVY_TICKS: u32 = 3;
+/// Guest compute in one event that makes its plugin heavy: three epoch ticks. A quick
+/// event (an echo call takes under a microsecond) is three orders of magnitude below
+/// it; a guest that computes passes it 3–5 ms after it starts, host calls or not.
+pub const HEAVY_COMPUTE: Duration = Duration::from_millis(3);
+
+/// What the first poll of an event may add to its compute: two ticks (see [`metered`]).
+const FIRST_POLL_CAP: Duration = EPOCH_TICK.saturating_mul(2);
+
+/// Runs `call`, an event's call into the guest, measuring the guest's compute, and
+/// marks the plugin heavy as soon as that passes [`HEAVY_COMPUTE`] (unless the event
+/// runs on the lane already: see [`on_lane`]).
+///
+/// The compute of an event is the time its call future spends inside `poll`. While
+/// the future is pending — an async host call waiting on I/O, the yield to the reactor
+/// at each epoch tick, the wait for a tenant permit — the guest is not running, and
+/// that time is not counted; everything that does run inside a poll is the guest, or
+/// the host working synchronously for it (a `log`, a `send`, a clock read), counted
+/// whatever host calls the guest makes. Counting epoch ticks without a host call
+/// between, as before, let a guest compute for ever unmarked by calling the host once
+/// per tick.
+///
+/// Each poll is measured with the calling thread's CPU clock
+/// (`CLOCK_THREAD_CPUTIME_ID`), which leaves out time the OS gave other threads, so a
+/// quick event preempted mid-poll is not taken for heavy. That is sound with async
+/// wasmtime: a poll resumes the guest's fiber on the polling thread and returns when
+/// the fiber suspends, so all of a poll's work is on that one thread (a fiber switches
+/// stacks, not threads), while between polls, where the task may move to another
+/// worker, nothing is measured. The CPU clock is a system call, though (0.3–0.4 µs on
+/// the 2-core test machine, as much as a whole echo call), so the first poll of an
+/// event, which is all of a quick event, is measured with the monotonic clock (vDSO,
+/// ~40 ns) and counted at most [`FIRST_POLL_CAP`]: the epoch deadline is one tick
+/// ahead when the call starts, so the first poll ends at the first tick at the latest
+/// and holds at most about a tick of compute; anything beyond the cap is the OS running
+/// someone else. Only events that outlive their first poll pay for the CPU clock.
+pub async fn metered<F: Future>(scope: &PluginScope, call: F) -> F::Output {
+    let mut call = std::pin::pin!(call);
+    let started = Instant::now();
+    let mut meter = Meter::default();
+    std::future::poll_fn(|cx| {
+        let clock = meter.start();
+        let poll = call.as_mut().poll(cx);
+        meter.stop(clock);
+        if !meter.marked && meter.compute > HEAVY_COMPUTE && !on_lane() {
+            meter.marked = true;
+            mark(scope, meter.compute, started.elapsed());
+        }
+        poll
+    })
+    .await
+}
+
+/// The compute of one event so far.
+#[derive(Default)]
+struct Meter {
+    /// Polls started.
+    polls: u32,
+    /// Compute measured.
+    compute: Duration,
+    /// Whether this event marked its plugin heavy already.
+    marked: bool,
+}
+
+/// A poll's start, on the clock that measures it.
+enum Clock {
+    /// The first poll: the monotonic clock.
+    Wall(Instant),
+    /// Later polls: the thread's CPU clock.
+    Cpu(Duration),
+}
+
+impl Meter {
+    fn start(&mut self) -> Clock {
+        self.polls += 1;
+        if self.polls == 1 {
+            Clock::Wall(Instant::now())
+        } else {
+            Clock::Cpu(thread_cpu_time())
+        }
+    }
+
+    fn stop(&mut self, clock: Clock) {
+        self.compute += match clock {
+            Clock::Wall(start) => start.elapsed().min(FIRST_POLL_CAP),
+            Clock::Cpu(start) => thread_cpu_time().saturating_sub(start),
+        };
+    }
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill. The clock exists on every
+    // Unix the gateway builds for; were it refused, `now` stays zero and the poll counts
+    // nothing, which only makes the mark later.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Marks the plugin heavy for [`HEAVY_FOR`], and logs (at debug) when it was not
+/// heavy yet, with the compute and wall time of the event that showed it.
+fn mark(scope: &PluginScope, compute: Duration, after: Duration) {
+    let now = now_ms();
+    let until = now + HEAVY_FOR.as_millis() as u64;
+    let before = scope.heavy_until_ms.fetch_max(until, Ordering::Relaxed);
+    if before <= now {
+        tracing::debug!(
+            tenant = %scope.tenant,
+            plugin = %scope.plugin,
+            ?compute,
+            ?after,
+            "plugin marked CPU-heavy: its events run on the low-priority lane for {HEAVY_FOR:?}"
+        );
+    }
+}
 
 thread_local! {
     /// Set on the lane's own threads.
@@ -89,7 +208,83 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::config::Access;
+    use crate::plugin::connections_impl::tests::state;
+    use crate::registry::LocalRegistry;
+
+    /// A fresh plugin scope, not heavy.
+    fn scope() -> Arc<PluginScope> {
+        let state = state(Arc::new(LocalRegistry::default()), Access::Tenant, "");
+        state.scope.clone()
+    }
+
+    fn is_heavy(scope: &PluginScope) -> bool {
+        now_ms() < scope.heavy_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Uses `cpu` of this thread's CPU time.
+    fn burn(cpu: Duration) {
+        let start = thread_cpu_time();
+        while thread_cpu_time() - start < cpu {
+            std::hint::black_box(0u64);
+        }
+    }
+
+    /// Compute split by waits, as a guest that calls the host between slices of work
+    /// does, adds up: 8 slices of 1 ms, each followed by a yield, make a plugin heavy.
+    #[tokio::test]
+    async fn compute_adds_up_across_waits() {
+        let scope = scope();
+        metered(&scope, async {
+            for _ in 0..8 {
+                burn(Duration::from_millis(1));
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(is_heavy(&scope));
+    }
+
+    /// Time the event waits, and time its thread is off the CPU within a poll (here
+    /// asleep, as if the OS ran another thread), is not compute.
+    #[tokio::test]
+    async fn waiting_and_preemption_are_not_compute() {
+        let scope = scope();
+        metered(&scope, async {
+            for _ in 0..4 {
+                std::thread::sleep(Duration::from_millis(5));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(!is_heavy(&scope));
+        // One poll of real compute is capped too: only the CPU clock counts in full.
+        metered(&scope, async { burn(Duration::from_millis(5)) }).await;
+        assert!(!is_heavy(&scope));
+    }
+
+    /// Events on the lane do not renew the mark, so a plugin put there by mistake
+    /// returns to the normal lane when it expires.
+    #[tokio::test]
+    async fn events_on_the_lane_do_not_mark() {
+        let scope = scope();
+        let marked = scope.clone();
+        run(async move {
+            metered(&marked, async {
+                for _ in 0..8 {
+                    burn(Duration::from_millis(1));
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+        })
+        .await
+        .unwrap();
+        assert!(!is_heavy(&scope));
+    }
 
     #[tokio::test]
     async fn events_run_on_low_priority_threads() {

@@ -178,20 +178,24 @@ impl Plugin {
         let mut instance = self.checkout(connection, route, deadline).await?;
         let handler = instance.handler.wsgate_plugin_handler();
         let store = &mut instance.store;
-        let result = match &event {
-            Event::Connect(info) => handler
-                .call_on_connect(store, info)
-                .await
-                .map(Outcome::Connect),
-            Event::Message { route_key, message } => handler
-                .call_on_message(store, connection, route_key, message)
-                .await
-                .map(Outcome::Message),
-            Event::Disconnect { code, reason } => handler
-                .call_on_disconnect(store, connection, *code, reason)
-                .await
-                .map(|()| Outcome::Disconnect),
+        // Measured, so that a plugin whose guest computes long is marked heavy.
+        let call = async {
+            match &event {
+                Event::Connect(info) => handler
+                    .call_on_connect(store, info)
+                    .await
+                    .map(Outcome::Connect),
+                Event::Message { route_key, message } => handler
+                    .call_on_message(store, connection, route_key, message)
+                    .await
+                    .map(Outcome::Message),
+                Event::Disconnect { code, reason } => handler
+                    .call_on_disconnect(store, connection, *code, reason)
+                    .await
+                    .map(|()| Outcome::Disconnect),
+            }
         };
+        let result = heavy::metered(&self.scope, call).await;
         self.finish(instance, result)
     }
 
@@ -221,13 +225,12 @@ impl Plugin {
             None => self.instantiate(deadline).await?,
         };
         instance.store.data().stderr.clear_recent();
-        instance.store.data_mut().host_calls = 0;
+        // The budgets were reset as the instance's last event ended (`end_event`); a new
+        // instance's start code counts toward this event.
         instance.store.data_mut().event = EventScope {
             connection: connection.clone(),
             route: route.clone(),
             deadline,
-            ticks: 0,
-            calls_at_tick: 0,
         };
         instance.store.set_epoch_deadline(1);
         Ok(instance)
@@ -242,14 +245,19 @@ impl Plugin {
         store.set_epoch_deadline(1);
         let handler = match self.pre.instantiate_async(&mut store).await {
             Ok(handler) => handler,
-            Err(err) => return Err(self.failed(err, store.data().stderr.take_recent())),
+            Err(err) => {
+                let stderr = store.data().stderr.take_recent();
+                store.data().end_event();
+                return Err(self.failed(err, stderr));
+            }
         };
         Ok(Instance { store, handler })
     }
 
-    /// Returns a healthy instance to the pool (unless its memory grew past
-    /// `pool_memory_bytes`, since a pooled instance keeps what it grew to, or the
-    /// tenant's memory budget is half spent), or maps the failure and drops it.
+    /// Ends the event's budgets (`HostState::end_event`), then returns a healthy
+    /// instance to the pool (unless its memory grew past `pool_memory_bytes`, since a
+    /// pooled instance keeps what it grew to, or the tenant's memory budget is half
+    /// spent), or maps the failure and drops it.
     fn finish<R>(&self, instance: Instance, result: wasmtime::Result<R>) -> Result<R, PluginError> {
         instance
             .store
@@ -258,6 +266,11 @@ impl Plugin {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        // A failed event's unfinished stderr line is written first, within its budget.
+        let stderr = result
+            .is_err()
+            .then(|| instance.store.data().stderr.take_recent());
+        instance.store.data().end_event();
         match result {
             Ok(value) => {
                 self.expensive_failures.store(0, Ordering::Relaxed);
@@ -274,7 +287,7 @@ impl Plugin {
                 }
                 Ok(value)
             }
-            Err(err) => Err(self.failed(err, instance.store.data().stderr.take_recent())),
+            Err(err) => Err(self.failed(err, stderr.unwrap_or_default())),
         }
     }
 
@@ -335,7 +348,7 @@ impl Plugin {
         PluginError::Trap(text)
     }
 
-    /// Whether the plugin's recent events ran past an epoch tick.
+    /// Whether one of the plugin's recent events computed long (`heavy::metered`).
     fn is_heavy(&self) -> bool {
         now_ms() < self.scope.heavy_until_ms.load(Ordering::Relaxed)
     }

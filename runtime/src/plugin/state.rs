@@ -7,6 +7,7 @@ use std::time::Instant;
 use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
+use super::call::{EventBudget, LogSpend};
 use super::grants::Grants;
 use super::output::GuestOutput;
 use super::quota::{Limiter, TenantQuota};
@@ -41,8 +42,8 @@ pub struct PluginScope {
     /// that runs past one epoch tick needs one to go on.
     pub events: Arc<tokio::sync::Semaphore>,
     /// Until when (ms since the epoch) the plugin counts as CPU-heavy: set whenever one
-    /// of its events runs past an epoch tick. A heavy plugin's events run on the
-    /// low-priority lane (`plugin::heavy`).
+    /// of its events computes for more than `heavy::HEAVY_COMPUTE`. A heavy plugin's
+    /// events run on the low-priority lane (`plugin::heavy`).
     pub heavy_until_ms: std::sync::atomic::AtomicU64,
 }
 
@@ -55,11 +56,6 @@ pub struct EventScope {
     pub route: Arc<str>,
     /// When the guest must be interrupted.
     pub deadline: Instant,
-    /// Epoch ticks in a row the guest spent computing, with no host call in between (a
-    /// host call that took long is not the guest's compute). See `heavy::HEAVY_TICKS`.
-    pub ticks: u32,
-    /// `host_calls` when the last tick was seen.
-    pub calls_at_tick: u32,
 }
 
 /// The data of one plugin instance's `Store`.
@@ -78,8 +74,9 @@ pub struct HostState {
     pub(super) event: EventScope,
     /// The guest's stderr, kept to explain a trap.
     pub(super) stderr: GuestOutput,
-    /// Host calls made during the current event.
-    pub(super) host_calls: u32,
+    /// What the current event has spent of its host-call and log budgets; shared with
+    /// the guest's stdout and stderr, whose writes count too.
+    pub(super) budget: Arc<EventBudget>,
     /// The tenant event permit this event holds, taken once it runs past one epoch
     /// tick; shared with the future that waits for one.
     pub(super) turn: Arc<std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
@@ -103,24 +100,29 @@ impl HostState {
             connection: Arc::from(""),
             route: Arc::from(""),
             deadline: Instant::now(),
-            ticks: 0,
-            calls_at_tick: 0,
         };
-        let stdout = GuestOutput::new(scope.tenant.clone(), scope.plugin.clone(), "stdout");
-        let stderr = GuestOutput::new(scope.tenant.clone(), scope.plugin.clone(), "stderr");
+        let budget = Arc::new(EventBudget::default());
+        let stdout = GuestOutput::new(scope.clone(), budget.clone(), "stdout");
+        let stderr = GuestOutput::new(scope.clone(), budget.clone(), "stderr");
         Self {
             wasi: WasiCtx::builder()
                 .stdout(stdout)
                 .stderr(stderr.clone())
                 .build(),
             stderr,
-            host_calls: 0,
+            budget,
             turn: Arc::default(),
             table: ResourceTable::new(),
             limits,
             scope,
             event,
         }
+    }
+
+    /// Ends the current event's budgets: see [`EventBudget::end`]. Called after every
+    /// event, whatever its outcome, so a pooled instance starts the next one afresh.
+    pub(super) fn end_event(&self) -> LogSpend {
+        self.budget.end(&self.scope, &self.event)
     }
 }
 

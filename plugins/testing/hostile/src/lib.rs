@@ -10,11 +10,16 @@
 //! | `flood` | calls `send` to itself forever | the host-call limit per event |
 //! | `log-flood` | logs forever | the host-call limit per event |
 //! | `grow N MS` | holds N MiB (touched) for MS ms of compute, then answers `grown` | the tenant's instance caps and memory budget |
+//! | `print N` | prints N numbered lines of 10 bytes to stdout, then answers `printed` | the host-call limit per event, else the log cap per event |
+//! | `busy MS` | computes for MS ms, calling `config.get` every 200 µs, then answers `busy` | the heavy lane (guest compute per event, whatever the host calls) |
+//! | `forge` | logs and prints lines with a line break and a carriage return inside, then answers `forged` | control characters escaped in the log |
 //!
 //! On connect, `?loop=connect` spins forever in `$connect`.
 
+use std::time::{Duration, Instant};
+
 use wsgate_sdk::{
-    ConnectResponse, ConnectionInfo, Message, MessageEvent, Plugin, connections, log,
+    ConnectResponse, ConnectionInfo, Message, MessageEvent, Plugin, config, connections, log,
 };
 
 /// The hostile handler.
@@ -62,6 +67,34 @@ impl Plugin for Hostile {
             Some("log-flood") => loop {
                 log::debug("flood");
             },
+            Some(text) if text.starts_with("print ") => {
+                let lines = text[6..].parse::<u32>().unwrap_or(0);
+                for line in 0..lines {
+                    // "line 00042" and a newline: 10 bytes in the log.
+                    println!("line {line:05}");
+                }
+                Some(Message::text("printed"))
+            }
+            Some(text) if text.starts_with("busy ") => {
+                let ms = text[5..].parse::<u64>().unwrap_or(0);
+                let started = Instant::now();
+                let mut called = started;
+                // Never a whole epoch tick without a host call: the evasion that counting
+                // ticks without host calls let through.
+                while started.elapsed() < Duration::from_millis(ms) {
+                    if called.elapsed() >= Duration::from_micros(200) {
+                        std::hint::black_box(config::get("busy"));
+                        called = Instant::now();
+                    }
+                    std::hint::black_box(0u64);
+                }
+                Some(Message::text("busy"))
+            }
+            Some("forge") => {
+                log::info("logged\n2030-01-01T00:00:00.000000Z ERROR wsgate: forged by log");
+                println!("printed\r2030-01-01T00:00:00.000000Z ERROR wsgate: forged by stdout");
+                Some(Message::text("forged"))
+            }
             Some(text) if text.starts_with("grow ") => {
                 let mut args = text
                     .split(' ')
@@ -69,8 +102,8 @@ impl Plugin for Hostile {
                     .map(|n| n.parse::<u64>().unwrap_or(0));
                 let (mib, ms) = (args.next().unwrap_or(0), args.next().unwrap_or(0));
                 let held = std::hint::black_box(vec![1u8; (mib << 20) as usize]);
-                let started = std::time::Instant::now();
-                while started.elapsed() < std::time::Duration::from_millis(ms) {
+                let started = Instant::now();
+                while started.elapsed() < Duration::from_millis(ms) {
                     std::hint::black_box(&held);
                 }
                 Some(Message::text("grown"))
