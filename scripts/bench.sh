@@ -15,6 +15,7 @@
 #   S2 echo 16 KiB, 50 connections    S6 management POST @connections, keep-alive
 #   S3 connect/message/close churn    S7 tenant A's echo p99 while tenant B burns CPU
 #   S4 RSS per idle connection, 15k   S8 start-up with 50 plugins, cold and warm cache
+#      (and after one 128 KiB message)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -102,6 +103,13 @@ for server in raw node wsgate; do
     "$bench" idle --url "$(url "$server")" --connections "$idle" --pid "$(pid "$server")" \
         --label "S4 $server" --json >> "$results"
 done
+# The same after one maximum-size message per connection, on a fresh gateway: what a
+# connection keeps of its largest message (target: within 2x the fresh figure).
+stop wsgate
+start wsgate admin "$gateway" serve --config bench/wsgate.toml
+echo "bench: S4 on wsgate after a 128 KiB message" >&2
+"$bench" idle --url "$(url wsgate)" --connections "$idle" --pid "$(pid wsgate)" \
+    --message-bytes 131072 --label "S4 wsgate large" --json >> "$results"
 
 # S1-S3 run $repeats times, the servers alternating, and the report takes each one's
 # median: on a shared machine one window can be unlucky for one server.

@@ -4,13 +4,20 @@
 //! every upgrade has completed and again after a settling second (the larger of the two
 //! counts). The kernel's TCP memory (from /proc/net/sockstat) is reported beside it: it
 //! is not in any process's RSS, but a node holding a million connections pays it too.
+//!
+//! With `message_bytes`, each connection first echoes one message of that size and then
+//! idles: what a connection keeps of its largest message shows as the difference from
+//! the fresh figure.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::open::{open_many, raise_open_files_limit};
+use crate::open::{Client, open_many, raise_open_files_limit};
 use crate::server_stats::rss_kib;
 
 /// What holding the connections cost.
@@ -27,6 +34,8 @@ pub struct IdleReport {
     pub kernel_slab_kib: u64,
     /// How long opening them took.
     pub open_time: Duration,
+    /// The size of the one message each connection echoed before idling (0: none).
+    pub message_bytes: usize,
 }
 
 impl IdleReport {
@@ -47,10 +56,16 @@ impl IdleReport {
                     "rss_before_kib": self.rss_before_kib, "rss_after_kib": self.rss_after_kib,
                     "per_connection_kib": per, "kernel_tcp_kib": self.kernel_tcp_kib,
                     "kernel_slab_kib": self.kernel_slab_kib,
-                    "connects_per_sec": connects,
+                    "connects_per_sec": connects, "message_bytes": self.message_bytes,
                 })
             );
         } else {
+            if self.message_bytes > 0 {
+                println!(
+                    "{label}: each connection echoed one {}-byte message before idling",
+                    self.message_bytes
+                );
+            }
             println!(
                 "{label}: {} idle connections, server RSS {} → {} KiB = {per:.2} KiB per connection; \
                  kernel TCP memory +{} KiB, kernel slab +{} KiB (both ends); opened at {connects:.0}/s",
@@ -88,8 +103,44 @@ fn kernel_slab_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens `connections` to `url`, holds them, and measures the server `pid`.
-pub async fn run(url: &str, connections: usize, pid: u32) -> anyhow::Result<IdleReport> {
+/// Echoes one message of `bytes` on every connection, 64 at a time.
+async fn echo_once(held: &mut [Client], bytes: usize) -> anyhow::Result<()> {
+    let message = vec![0x5Au8; bytes];
+    let mut echoing = FuturesUnordered::new();
+    let mut clients = held.iter_mut();
+    let mut done = 0;
+    loop {
+        while echoing.len() < 64
+            && let Some(client) = clients.next()
+        {
+            let message = Message::binary(message.clone());
+            echoing.push(async move {
+                client.send(message).await?;
+                match tokio::time::timeout(Duration::from_secs(30), client.next()).await {
+                    Ok(Some(Ok(Message::Binary(echo)))) if echo.len() == bytes => Ok(()),
+                    other => bail!("expected the {bytes}-byte echo, got {other:?}"),
+                }
+            });
+        }
+        match echoing.next().await {
+            Some(echoed) => echoed?,
+            None => return Ok(()),
+        }
+        done += 1;
+        if done % 1000 == 0 {
+            eprintln!("  {done:>6} connections echoed");
+        }
+    }
+}
+
+/// Opens `connections` to `url`, echoes one message of `message_bytes` on each if that
+/// is not 0, holds them, and measures the server `pid`.
+pub async fn run(
+    url: &str,
+    connections: usize,
+    message_bytes: usize,
+    pid: u32,
+) -> anyhow::Result<IdleReport> {
     // This client holds as many sockets as the server does.
     let limit = raise_open_files_limit()?;
     if (limit as usize) < connections + 100 {
@@ -108,10 +159,14 @@ pub async fn run(url: &str, connections: usize, pid: u32) -> anyhow::Result<Idle
     // The client's own buffers stay small, so its memory does not crowd the server's.
     let config = WebSocketConfig::default()
         .read_buffer_size(1024)
-        .write_buffer_size(0);
+        .write_buffer_size(0)
+        .max_message_size(Some(message_bytes.max(64 << 10)));
     let started = Instant::now();
-    let held = open_many(url, connections, config).await?;
+    let mut held = open_many(url, connections, config).await?;
     let open_time = started.elapsed();
+    if message_bytes > 0 {
+        echo_once(&mut held, message_bytes).await?;
+    }
     let rss_open = rss_kib(pid).context("reading the server's RSS from /proc")?;
     // Let the server finish what the upgrades started (plugin events, timers).
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -126,5 +181,6 @@ pub async fn run(url: &str, connections: usize, pid: u32) -> anyhow::Result<Idle
         kernel_tcp_kib,
         kernel_slab_kib,
         open_time,
+        message_bytes,
     })
 }

@@ -96,6 +96,9 @@ enum Command {
         /// The server's process id (required: RSS is the figure).
         #[arg(long)]
         pid: u32,
+        /// Echo one message of this many bytes on each connection before idling.
+        #[arg(long, default_value_t = 0)]
+        message_bytes: usize,
         /// A name for the report.
         #[arg(long, default_value = "idle")]
         label: String,
@@ -193,9 +196,12 @@ async fn main() -> anyhow::Result<()> {
             url,
             connections,
             pid,
+            message_bytes,
             label,
             json,
-        } => idle::run(&url, connections, pid).await?.print(&label, json),
+        } => idle::run(&url, connections, message_bytes, pid)
+            .await?
+            .print(&label, json),
         Command::Broadcast {
             url,
             connections,

@@ -13,7 +13,8 @@
 //!   the gateway's own message type; the in-process registry and the socket's end of a
 //!   connection.
 //! - [`handshake`]: reading and answering the HTTP upgrade request.
-//! - [`lazy_read`]: a socket read buffer that exists only while bytes are unread.
+//! - [`lazy_read`]: a socket read buffer that exists only while bytes are unread, and
+//!   that hands bytes over only up to the end of a frame ([`frame_gate`]).
 //!
 //! Plugins and tenants:
 //! - [`plugin`]: the wasmtime engine, plugin loading, the instance pool, the event
@@ -26,6 +27,8 @@
 //! Transport:
 //! - [`server`]: the WebSocket accept loop, the upgrade and the `$connect` step.
 //! - [`socket`]: one task per connection: frames to events, queue to frames.
+//! - [`socket_io`]: the socket's two halves for that task, which give a large
+//!   message's buffers back once it is done.
 //! - [`admin`]: the admin listener: health, metrics, AWS `@connections` and Yandex
 //!   connection APIs.
 //! - [`client`]: a management API client (bearer or SigV4), used by the CLI.
@@ -38,6 +41,7 @@ pub mod client;
 pub mod close;
 pub mod config;
 pub mod credentials;
+pub mod frame_gate;
 pub mod gateway;
 pub mod handshake;
 pub mod lazy_read;
@@ -47,6 +51,7 @@ pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod socket;
+pub mod socket_io;
 pub mod tenant;
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -23,6 +22,7 @@ use crate::metrics::Limit;
 use crate::plugin::ConnectResponse;
 use crate::registry::{Attachment, ConnectionMeta, new_connection_id, now_ms};
 use crate::socket::{self, RouteRef};
+use crate::socket_io;
 use crate::tenant::{Route, Tenant};
 
 /// Sampled warnings: at most one line a second, counting the events folded into it, so
@@ -135,13 +135,13 @@ async fn handle(
     } = open;
     Box::pin(
         async move {
-            let (mut sink, mut stream) = ws.split();
+            let (mut sink, mut stream) = socket_io::split(ws);
             let ended =
                 socket::serve(&mut sink, &mut stream, &connection, &context, &shutdown).await;
             if ended.linger
-                && let Ok(ws) = sink.reunite(stream)
+                && let Some(tcp) = socket_io::reunite(sink, stream)
             {
-                socket::lingering_close(ws.into_inner().into_inner()).await;
+                socket::lingering_close(tcp.into_inner()).await;
             }
             socket::finish(connection, &context, &ended).await;
             // Counted towards the gateway's limit until the connection is gone.
@@ -314,9 +314,10 @@ async fn upgrade(
         // stream underneath reads in large chunks held only while unread.
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(0);
-    let stream = LazyReadStream::new(stream);
-    let ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(config)).await;
+    // The bytes read past the head go under tungstenite with the rest of the stream, so
+    // that they pass the frame gate too.
+    let stream = LazyReadStream::new(stream, leftover);
+    let ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await;
     Some((ws, connection))
 }
 
