@@ -37,8 +37,12 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Each tenant's registry, by tenant id: connections outlive snapshots.
     registries: Mutex<HashMap<Arc<str>, LocalRegistry>>,
-    /// Open connections across tenants, against the snapshot's `max_connections`.
-    open: Arc<AtomicUsize>,
+    /// Sockets across tenants, from accept to close, against the snapshot's
+    /// `max_connections`.
+    open: Slots,
+    /// Each tenant's connection slots, by tenant id: like registries, they outlive
+    /// snapshots.
+    tenant_slots: Mutex<HashMap<Arc<str>, Slots>>,
     /// What the config says now.
     current: ArcSwap<Snapshot>,
 }
@@ -58,7 +62,27 @@ pub struct Snapshot {
     pub admin: AdminConfig,
 }
 
-/// A slot counted against the gateway-wide connection cap; freed when dropped.
+/// A counter of slots under a cap: the gateway's sockets, or a tenant's connections.
+#[derive(Debug, Clone, Default)]
+pub struct Slots(Arc<AtomicUsize>);
+
+impl Slots {
+    /// Takes a slot if fewer than `max` are taken. Taking and checking are one atomic
+    /// step, so concurrent takers can never overshoot the cap together.
+    pub fn take(&self, max: usize) -> Option<ConnectionSlot> {
+        let taken = self.0.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(self.0.clone());
+        (taken < max).then_some(slot)
+    }
+
+    /// How many are taken now.
+    pub fn taken(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A slot counted against a cap (see [`Slots`]); freed when dropped.
+#[derive(Debug)]
 pub struct ConnectionSlot(Arc<AtomicUsize>);
 
 impl Drop for ConnectionSlot {
@@ -87,7 +111,8 @@ impl Gateway {
             host,
             metrics: Metrics::new(),
             registries: Mutex::default(),
-            open: Arc::default(),
+            open: Slots::default(),
+            tenant_slots: Mutex::default(),
             current: ArcSwap::from_pointee(empty),
         };
         let snapshot = gateway.build(config)?;
@@ -137,6 +162,7 @@ impl Gateway {
                 tenant_config,
                 &plugins,
                 Arc::new(registry),
+                self.tenant_slots(id),
                 metrics,
             ));
             for name in &tenant_config.hosts {
@@ -175,12 +201,17 @@ impl Gateway {
             .cloned()
     }
 
-    /// Takes a slot under the gateway-wide connection cap, if one is free.
+    /// Takes a slot under the gateway-wide connection cap, if one is free. A socket
+    /// holds one from accept to close, so sockets still in their upgrade count too.
     pub fn connection_slot(&self) -> Option<ConnectionSlot> {
-        let max = self.current.load().limits.max_connections;
-        let taken = self.open.fetch_add(1, Ordering::AcqRel);
-        let slot = ConnectionSlot(self.open.clone());
-        (taken < max).then_some(slot)
+        self.open.take(self.current.load().limits.max_connections)
+    }
+
+    /// The connection slots of tenant `id`, made on first use and kept for the
+    /// process's life.
+    fn tenant_slots(&self, id: &str) -> Slots {
+        let mut slots = self.tenant_slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(id.into()).or_default().clone()
     }
 
     /// Connections registered on this node, across tenants.

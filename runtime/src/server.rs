@@ -102,10 +102,14 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Taken before the request is read: a socket that never finishes its
+                // upgrade holds a descriptor as surely as an open connection does.
+                let slot = gateway.connection_slot();
                 let gateway = gateway.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(
-                    handle(stream, peer, gateway, shutdown).instrument(info_span!("ws", %peer)),
+                    handle(stream, peer, slot, gateway, shutdown)
+                        .instrument(info_span!("ws", %peer)),
                 );
             }
             Err(err) => errors.failed("ws", &listener, err).await,
@@ -115,11 +119,22 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
 
 /// Serves one accepted TCP connection: the upgrade, then the WebSocket until it closes.
 async fn handle(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
+    slot: Option<ConnectionSlot>,
     gateway: Arc<Gateway>,
     shutdown: CancellationToken,
 ) {
+    let Some(slot) = slot else {
+        gateway.metrics.refused("", 503);
+        gateway.metrics.limit_hits("", Limit::MaxConnections, 1);
+        warn!("the gateway's connection limit is reached; refusing a socket");
+        let refusal = Refusal::new(503, "the gateway is at its connection limit; retry later\n");
+        // Answered without reading the request: a client at the cap gets its answer at
+        // once, and nothing it sends is parsed.
+        handshake::respond(&mut stream, &refusal).await;
+        return;
+    };
     // The handshake's futures are large and short-lived, and whatever this task holds
     // across the connection's life every idle connection pays for: so the upgrade and
     // the socket loop are boxed, and only their small results are kept here.
@@ -130,7 +145,7 @@ async fn handle(
         ws,
         connection,
         context,
-        slot,
+        tenant_slot,
         span,
     } = open;
     Box::pin(
@@ -144,7 +159,9 @@ async fn handle(
                 socket::lingering_close(tcp.into_inner()).await;
             }
             socket::finish(connection, &context, &ended).await;
-            // Counted towards the gateway's limit until the connection is gone.
+            // Counted towards the tenant's and the gateway's limits until the
+            // connection is gone.
+            drop(tenant_slot);
             drop(slot);
         }
         .instrument(span),
@@ -157,8 +174,8 @@ struct Open {
     ws: WebSocketStream<LazyReadStream>,
     connection: Attachment,
     context: socket::Context,
-    /// Held for the connection's life: it counts towards the gateway's limit.
-    slot: ConnectionSlot,
+    /// Held for the connection's life: it counts towards the tenant's limit.
+    tenant_slot: ConnectionSlot,
     span: Span,
 }
 
@@ -171,7 +188,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gateway>) -> Op
         route,
         meta,
         key,
-        slot,
+        tenant_slot,
     } = accept(stream, peer, gateway).await?;
     let span = info_span!("connection", tenant = %tenant.id, route = %route.template, connection = %meta.id);
     let (ws, connection) = upgrade(stream, leftover, &tenant, &route, meta, &key)
@@ -191,7 +208,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gateway>) -> Op
         ws,
         connection,
         context,
-        slot,
+        tenant_slot,
         span,
     })
 }
@@ -206,8 +223,8 @@ struct Accepted {
     meta: ConnectionMeta,
     /// The client's `Sec-WebSocket-Key`.
     key: String,
-    /// Held for the connection's life: it counts towards the gateway's limit.
-    slot: ConnectionSlot,
+    /// Held for the connection's life: it counts towards the tenant's limit.
+    tenant_slot: ConnectionSlot,
 }
 
 /// Reads the request head and checks it; answers and returns `None` if it is refused.
@@ -245,22 +262,15 @@ async fn accept(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> O
         handshake::respond(&mut stream, &Refusal::new(414, "request URI too long\n")).await;
         return None;
     }
-    let Some(slot) = gateway.connection_slot() else {
-        gateway.metrics.refused("", 503);
-        warn!("the gateway's connection limit is reached; refusing an upgrade");
-        let refusal = Refusal::new(503, "the gateway is at its connection limit; retry later\n");
-        handshake::respond(&mut stream, &refusal).await;
-        return None;
-    };
-    match prepare(&snapshot, &request, peer).await {
-        Ok((tenant, route, meta, key)) => Some(Accepted {
+    match prepare(&snapshot, &request, peer) {
+        Ok((tenant, route, meta, key, tenant_slot)) => Some(Accepted {
             stream,
             leftover,
             tenant,
             route,
             meta,
             key,
-            slot,
+            tenant_slot,
         }),
         Err((tenant, refusal)) => {
             match tenant {
@@ -321,12 +331,19 @@ async fn upgrade(
     Some((ws, connection))
 }
 
-/// What `prepare` yields: tenant, route, the connection's facts, the client's key.
-type Prepared = (Arc<Tenant>, Arc<Route>, ConnectionMeta, String);
+/// What `prepare` yields: tenant, route, the connection's facts, the client's key, and
+/// the connection's slot under the tenant's cap.
+type Prepared = (
+    Arc<Tenant>,
+    Arc<Route>,
+    ConnectionMeta,
+    String,
+    ConnectionSlot,
+);
 
 /// Finds tenant and route and checks the upgrade and the tenant's limits; builds the
 /// connection's facts. A refusal names the tenant when it is known (for metrics).
-async fn prepare(
+fn prepare(
     snapshot: &Snapshot,
     request: &Request,
     peer: SocketAddr,
@@ -357,13 +374,15 @@ async fn prepare(
             format!("origin {origin} is not allowed\n"),
         )));
     }
-    if tenant.registry.count().await >= limits.max_connections {
+    // Taken here, before `$connect` runs, and held for the connection's life: upgrades
+    // under way count, so concurrent ones cannot overshoot the cap together.
+    let Some(tenant_slot) = tenant.slots.take(limits.max_connections) else {
         tenant.metrics.limit_hit(Limit::MaxConnections);
         return Err(refuse(Refusal::new(
             429,
             "the tenant is at its connection limit; retry later\n",
         )));
-    }
+    };
     let query_params = request
         .query()
         .map(|q| form_urlencoded::parse(q.as_bytes()).collect())
@@ -386,7 +405,7 @@ async fn prepare(
         subprotocol: None,
         connected_at: now_ms(),
     };
-    Ok((tenant, route, meta, key))
+    Ok((tenant, route, meta, key, tenant_slot))
 }
 
 /// Runs the `$connect` plugin, if any. Accepting returns the facts with the chosen

@@ -21,6 +21,8 @@ pub struct Tenant {
     pub limits: Arc<TenantLimits>,
     /// The tenant's connections, and no one else's.
     pub registry: Arc<dyn Registry>,
+    /// Its connections and the upgrades under way, against `limits.max_connections`.
+    pub slots: crate::gateway::Slots,
     /// Routes by template.
     pub routes: RouteTable<Arc<Route>>,
     /// Management API credentials.
@@ -116,6 +118,7 @@ impl Tenant {
         config: &TenantConfig,
         plugins: &HashMap<String, Arc<Plugin>>,
         registry: Arc<dyn Registry>,
+        slots: crate::gateway::Slots,
         metrics: Arc<TenantMetrics>,
     ) -> Tenant {
         let mut routes = RouteTable::builder();
@@ -128,6 +131,7 @@ impl Tenant {
             id: id.into(),
             limits: Arc::new(config.limits.clone()),
             registry,
+            slots,
             routes,
             credentials: config.credentials.clone(),
             expose_credentials: config.expose_credentials,

@@ -17,6 +17,8 @@ fn limits_config() -> String {
             "[tenants.{tenant}.routes.\"/echo\"]\nplugin = \"echo\"\n"
         ));
     }
+    tenants.push_str(&plugin("race", "hostile", plugins::HOSTILE, ""));
+    tenants.push_str("[tenants.race.routes.\"/slow\"]\nplugin = \"hostile\"\n");
     tenants.push_str(
         r#"
 [limits]
@@ -27,6 +29,8 @@ handshake_timeout = "300ms"
 message_rate = 1
 message_burst = 5
 [tenants.cap.limits]
+max_connections = 2
+[tenants.race.limits]
 max_connections = 2
 [tenants.idle.limits]
 idle_timeout = "300ms"
@@ -332,4 +336,62 @@ async fn silent_tcp_client_is_dropped() {
         matches!(read, Ok(Ok(0)) | Ok(Err(_))),
         "the gateway closed the idle socket: {read:?}"
     );
+}
+
+/// Sockets that have not finished their upgrade hold a slot under the gateway's cap:
+/// before, 12 silent sockets held 12 descriptors and the cap still let the next upgrade
+/// in, so a flood of half-open sockets could exhaust descriptors under any cap.
+#[tokio::test]
+async fn sockets_still_in_their_upgrade_count_toward_the_cap() {
+    let text = limits_config().replace(
+        "handshake_timeout = \"300ms\"",
+        "handshake_timeout = \"30s\"",
+    );
+    let gateway = Gateway::start(&text).await;
+    let mut silent = Vec::new();
+    for _ in 0..12 {
+        silent.push(tokio::net::TcpStream::connect(gateway.ws).await.unwrap());
+    }
+    let (status, body) = gateway.refused(gateway.url("/rate/echo")).await;
+    assert_eq!(status, 503, "{body}");
+    drop(silent);
+    // The slots free once the gateway sees the sockets close: retry until then, boundedly.
+    let mut reconnected = false;
+    for _ in 0..200 {
+        if tokio_tungstenite::connect_async(gateway.url("/rate/echo"))
+            .await
+            .is_ok()
+        {
+            reconnected = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(reconnected, "the freed slots were never reusable");
+}
+
+/// Upgrades racing each other cannot overshoot a tenant's cap: the slot is taken before
+/// `$connect` runs. Before, the count was checked before `$connect` and the connection
+/// registered after it, so upgrades in flight together all passed the check.
+#[tokio::test]
+async fn concurrent_upgrades_cannot_overshoot_the_tenant_cap() {
+    let gateway = Gateway::start(&limits_config()).await;
+    // Ten at once: under the gateway's cap of 12, so only the tenant's cap refuses.
+    // Each `$connect` computes for 20 ms, so the upgrades overlap.
+    let url = gateway.url("/race/slow?spin_ms=20");
+    let attempts = (0..10).map(|_| tokio_tungstenite::connect_async(&url));
+    let results = futures_util::future::join_all(attempts).await;
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for result in results {
+        match result {
+            Ok((client, _)) => open.push(client),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), 429);
+                refused += 1;
+            }
+            Err(other) => panic!("expected an upgrade or a 429, got {other}"),
+        }
+    }
+    assert_eq!((open.len(), refused), (2, 8), "the cap of 2 held");
 }

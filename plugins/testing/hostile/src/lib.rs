@@ -42,6 +42,13 @@ impl Plugin for Hostile {
             #[allow(clippy::empty_loop)]
             loop {}
         }
+        // A slow `$connect`, so that upgrades overlap (the tenant-cap race test).
+        if let Some(ms) = info.query_param("spin_ms").and_then(|ms| ms.parse().ok()) {
+            let started = std::time::Instant::now();
+            while started.elapsed() < std::time::Duration::from_millis(ms) {
+                std::hint::black_box(0u64);
+            }
+        }
         ConnectResponse::accept()
     }
 
