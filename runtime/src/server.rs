@@ -293,7 +293,7 @@ async fn upgrade(
     meta: ConnectionMeta,
     key: &str,
 ) -> Option<(WebSocketStream<LazyReadStream>, Attachment)> {
-    let (meta, accept_headers) = match run_connect(route, meta).await {
+    let (mut meta, accept_headers) = match run_connect(route, meta).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
             tenant.metrics.refused(refusal.status);
@@ -301,6 +301,7 @@ async fn upgrade(
             return None;
         }
     };
+    meta.trim_for_life();
     // Register before the 101 goes out: once the client sees it, peers must be able
     // to find it (a chat's join notice, a management POST). If the client left, the
     // dropped attachment unregisters it.

@@ -67,3 +67,45 @@ async fn echo(client: &mut crate::harness::Client, size: usize) {
         reply.len()
     );
 }
+
+/// The attack an adversarial review ran: upgrade heads near the 16 KiB limit made each
+/// idle connection keep its whole head (12.3 KiB against 4.5). A connection now keeps
+/// at most 4 KiB of headers after `$connect`.
+#[tokio::test]
+async fn a_large_upgrade_head_is_not_kept_for_the_connections_life() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut text = plugin("demo", "echo", plugins::ECHO, "");
+    text.push_str("[tenants.demo.routes.\"/echo\"]\nplugin = \"echo\"\n");
+    let gateway = Gateway::start_binary(&config(&text)).await;
+    let mut warm = gateway.connect("/demo/echo").await;
+    echo(&mut warm, 10).await;
+
+    // Fresh connections with small heads, then as many with 14 KB heads.
+    let before = gateway.rss_kib();
+    let mut small = Vec::new();
+    for _ in 0..CONNECTIONS {
+        small.push(gateway.connect("/demo/echo").await);
+    }
+    let middle = gateway.rss_kib();
+    let mut large = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut request = gateway.url("/demo/echo").into_client_request().unwrap();
+        for i in 0..20 {
+            request.headers_mut().insert(
+                http::HeaderName::from_bytes(format!("x-filler-{i:02}").as_bytes()).unwrap(),
+                http::HeaderValue::from_str(&"v".repeat(700)).unwrap(),
+            );
+        }
+        let (client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        large.push(client);
+    }
+    let after = gateway.rss_kib();
+    let per_small = middle.saturating_sub(before) as f64 / CONNECTIONS as f64;
+    let per_large = after.saturating_sub(middle) as f64 / CONNECTIONS as f64;
+    assert!(
+        per_large < per_small + 8.0,
+        "a connection with a 14 KB head costs {per_large:.1} KiB, with a small one \
+         {per_small:.1} KiB"
+    );
+    echo(&mut large[0], 10).await;
+}

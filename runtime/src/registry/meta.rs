@@ -67,7 +67,34 @@ impl Pairs {
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
+
+    /// The pairs whose name and value together take at most `each` bytes, in order,
+    /// while they add up to at most `total`: what a connection keeps of its request
+    /// headers for its life (see [`KEPT_HEADER_BYTES`]).
+    pub fn capped(&self, each: usize, total: usize) -> Pairs {
+        let mut used = 0;
+        self.iter()
+            .filter(|(name, value)| {
+                let size = name.len() + value.len();
+                let keep = size <= each && used + size <= total;
+                if keep {
+                    used += size;
+                }
+                keep
+            })
+            .collect()
+    }
 }
+
+/// Request header bytes a connection keeps after `$connect` (names and values), and the
+/// most one header may take to be kept. `$connect` sees every header; `get-info` and
+/// `GET @connections/{id}` later see these. Without the cap every idle connection
+/// would keep its whole upgrade head, up to the 16 KiB the head may take.
+pub const KEPT_HEADER_BYTES: usize = 4096;
+/// See [`KEPT_HEADER_BYTES`].
+pub const KEPT_HEADER_EACH: usize = 1024;
+/// The most of `User-Agent` a connection keeps.
+pub const KEPT_USER_AGENT_BYTES: usize = 512;
 
 impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for Pairs {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
@@ -117,6 +144,25 @@ pub struct ConnectionMeta {
     pub connected_at: u64,
 }
 
+impl ConnectionMeta {
+    /// Drops what the connection need not keep for its life once `$connect` has run:
+    /// headers past [`KEPT_HEADER_BYTES`], and a `User-Agent` past
+    /// [`KEPT_USER_AGENT_BYTES`] (cut at a character boundary).
+    pub fn trim_for_life(&mut self) {
+        self.headers = self.headers.capped(KEPT_HEADER_EACH, KEPT_HEADER_BYTES);
+        if let Some(agent) = &mut self.user_agent
+            && agent.len() > KEPT_USER_AGENT_BYTES
+        {
+            let mut end = KEPT_USER_AGENT_BYTES;
+            while !agent.is_char_boundary(end) {
+                end -= 1;
+            }
+            agent.truncate(end);
+            agent.shrink_to_fit();
+        }
+    }
+}
+
 #[cfg(test)]
 impl ConnectionMeta {
     /// A fresh connection of `tenant` on route `/r` at `path`, for tests.
@@ -155,6 +201,29 @@ mod tests {
         );
         assert_eq!(pairs.to_vec()[2], ("a".to_string(), "two".to_string()));
         assert!(Pairs::default().is_empty());
+    }
+
+    #[test]
+    fn kept_headers_skip_large_ones_and_stop_at_the_total() {
+        let big = "b".repeat(2000);
+        let pairs: Pairs = [("a", "1"), ("big", big.as_str()), ("c", "3")]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            pairs.capped(1024, 4096).iter().collect::<Vec<_>>(),
+            vec![("a", "1"), ("c", "3")]
+        );
+        let many: Pairs = (0..100)
+            .map(|i| (format!("h{i:02}"), "v".repeat(97)))
+            .collect();
+        let kept = many.capped(1024, 4096);
+        assert_eq!(kept.len(), 40, "4096 bytes hold 40 headers of 100 bytes");
+        assert_eq!(kept.iter().next(), many.iter().next());
+        let mut meta = ConnectionMeta::for_test("t", "/r");
+        meta.user_agent = Some("é".repeat(400));
+        meta.trim_for_life();
+        let agent = meta.user_agent.unwrap();
+        assert!(agent.len() <= KEPT_USER_AGENT_BYTES && agent.starts_with('é'));
     }
 
     #[test]
