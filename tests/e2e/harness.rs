@@ -62,6 +62,16 @@ impl Logs {
             )
         })
     }
+
+    /// How many log lines so far satisfy `pred`.
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| pred(l))
+            .count()
+    }
 }
 
 /// A running gateway; stopped when dropped.
@@ -189,10 +199,36 @@ impl Gateway {
 
     /// Starts the `wsgate` binary on `config_text` and waits for both listening lines.
     pub async fn start_binary(config_text: &str) -> Gateway {
+        Self::start_binary_with_open_files(config_text, None).await
+    }
+
+    /// As [`start_binary`](Self::start_binary), with the process's open-files limit (soft
+    /// and hard) set to `open_files` when given.
+    pub async fn start_binary_with_open_files(
+        config_text: &str,
+        open_files: Option<u64>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wsgate.toml");
         std::fs::write(&path, config_text).unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(limit) = open_files {
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs in the child
+            // between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: limit as libc::rlim_t,
+                        rlim_max: limit as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&path)
             .env("WSGATE_LOG", "info,wsgate=debug")

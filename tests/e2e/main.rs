@@ -13,6 +13,7 @@ mod chat;
 mod cli;
 mod config_errors;
 mod connection_memory;
+mod descriptors;
 mod echo;
 mod failures;
 mod frames;
