@@ -120,6 +120,29 @@ async fn each_hostile_behaviour_is_stopped() {
     }
 }
 
+/// A guest that blocks in a host wait runs no wasm, so no epoch tick can interrupt it:
+/// before, a guest sleeping an hour held its event and its instance for that hour. The
+/// call is bounded in wall time too.
+#[tokio::test]
+async fn a_guest_blocked_in_a_host_wait_is_cut_at_its_time_limit() {
+    let gateway = Gateway::start_binary(&sandbox_config(100)).await;
+    let mut evil = gateway.connect("/evil/h").await;
+    let started = Instant::now();
+    fails(&gateway, &mut evil, "sleep 3600000", "timeout").await;
+    // 50 ms of limit; scheduling on a shared machine is the rest.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the sleeping event took {:?}",
+        started.elapsed()
+    );
+    send_text(&mut evil, "sleep 1").await;
+    assert_eq!(
+        next_unflooded(&mut evil).await,
+        "slept",
+        "short waits still work"
+    );
+}
+
 /// An infinite loop in `$connect` is cut at the time limit: HTTP 500 before the upgrade.
 #[tokio::test]
 async fn looping_connect_is_500() {

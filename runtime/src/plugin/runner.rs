@@ -13,6 +13,11 @@ use super::bindings::{RouteHandler, RouteHandlerPre};
 use super::call::HostCallLimit;
 use super::quota::Turn;
 use super::state::{EventScope, HostState, PluginScope};
+
+/// How far past its time limit a call may run in wall time before it is cut: a
+/// computing guest is interrupted at the next epoch tick (1 ms) after its deadline, so
+/// this only ever cuts guests blocked in a host wait.
+const WALL_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 use super::{PluginError, convert, epoch, heavy};
 use crate::metrics::FailureKind;
 use crate::registry::{ConnectionMeta, now_ms};
@@ -195,7 +200,13 @@ impl Plugin {
                     .map(|()| Outcome::Disconnect),
             }
         };
-        let result = heavy::metered(&self.scope, call).await;
+        // A guest blocked in a host wait (a clock's pollable, say) runs no wasm, so no
+        // epoch tick can interrupt it: the call is bounded in wall time too. Cut there,
+        // the call's future is dropped mid-call and `finish` drops the instance with it.
+        let bound = deadline + WALL_GRACE;
+        let result = tokio::time::timeout_at(bound.into(), heavy::metered(&self.scope, call))
+            .await
+            .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
         self.finish(instance, result)
     }
 

@@ -97,6 +97,12 @@ impl Plugin for Hostile {
                 }
                 Some(Message::text("busy"))
             }
+            // Blocks in a host wait (a clock's pollable): no wasm runs, so no epoch tick.
+            Some(text) if text.starts_with("sleep ") => {
+                let ms = text[6..].parse::<u64>().unwrap_or(0);
+                std::thread::sleep(Duration::from_millis(ms));
+                Some(Message::text("slept"))
+            }
             Some("forge") => {
                 log::info("logged\n2030-01-01T00:00:00.000000Z ERROR wsgate: forged by log");
                 println!("printed\r2030-01-01T00:00:00.000000Z ERROR wsgate: forged by stdout");
