@@ -2,8 +2,8 @@
 
     python3 bench/report.py RESULTS_JSONL OUT_DIR SECONDS [--smoke]
 
-With --smoke it checks that every scenario produced figures (exit 1 if not) and leaves
-README.md alone.
+With --smoke it checks that every scenario produced figures, and that S9 got nothing but
+echoes back (exit 1 if not), and leaves README.md alone.
 """
 
 import datetime
@@ -17,6 +17,7 @@ EXPECTED = [
     "S1 raw", "S1 node", "S1 wsgate", "S2 raw", "S2 node", "S2 wsgate",
     "S3 raw", "S3 node", "S3 wsgate", "S4 raw", "S4 node", "S4 wsgate", "S4 wsgate large",
     "S5 room", "S5 room-each", "S5 raw", "S6 http", "S6 wsgate", "S7 quiet", "S7 noisy", "S8", "S8 mix",
+    "S9 relay", "S9 wsgate",
 ]
 SERVERS = ["raw", "node", "wsgate"]
 
@@ -55,7 +56,12 @@ def tables(by, seconds):
     s6w, s6h = by["S6 wsgate"], by["S6 http"]
     s7q, s7n = by["S7 quiet"], by["S7 noisy"]
     s8 = by["S8"]
+    s9w, s9r = by["S9 wsgate"], by["S9 relay"]
     p99 = lambda r: r["latency_us"]["p99"]
+    # S9's load counts a reply other than the echo (an error frame) as an error: a run
+    # with any is not a fair comparison, whatever its rate.
+    s9_wrong = s9w["errors_total"] + s9r["errors_total"]
+    s9_note = f" ({s9w['errors_total']} wrong replies from wsgate, {s9r['errors_total']} from relay)" if s9_wrong else ""
     w("## Targets\n")
     w("| scenario | target | measured | |")
     w("|---|---|---|---|")
@@ -76,6 +82,8 @@ def tables(by, seconds):
         # different plugins do not.
         ("S8 start-up, cold", "≤ 2 s", f"{s8['cold_unshared_s']:.2f} s with {s8['plugins']} plugins, every function compiled ({s8['cold_s']:.2f} s with the function cache)", s8["cold_unshared_s"] <= 2),
         ("S8 start-up, warm", "≤ 0.3 s", f"{s8['warm_s']:.3f} s", s8["warm_s"] <= 0.3),
+        ("S9 integration throughput", "≥ 0.8× native relay", f"{s9w['per_sec'] / s9r['per_sec']:.2f}× relay{s9_note}", not s9_wrong and s9w["per_sec"] >= 0.8 * s9r["per_sec"]),
+        ("S9 integration p99", "≤ 1.5× native relay", f"{p99(s9w) / p99(s9r):.2f}× relay{s9_note}", not s9_wrong and p99(s9w) <= 1.5 * p99(s9r)),
     ]
     for name, target, measured, ok in rows:
         w(f"| {name} | {target} | {measured} | {verdict(ok)} |")
@@ -170,6 +178,28 @@ def tables(by, seconds):
         name = f"{r['plugins']} copies of echo" if label == "S8" else f"{r['plugins']} different"
         w(f"| {name} | {r['cold_unshared_s']:.3f} | {r['cold_s']:.3f} | {r['warm_s']:.3f} | "
           f"{r['cold_over_warm']:.1f}x |")
+
+    w("\n## S9: HTTP integration\n")
+    w("Echo through an HTTP backend: 64 B, 50 connections, closed loop. `wsgate` runs the stock "
+      "integration plugin (`shape = \"aws\"`, route `/bench/aws`), which POSTs every message to "
+      "`wsgate-bench lambda-backend` as an AWS Lambda proxy event and sends the answer's `body` back. "
+      "`relay` (the baseline) is a tokio-tungstenite server doing the same natively: the same MESSAGE "
+      "event built with serde_json, POSTed to the same backend through one pooled keep-alive hyper "
+      "client shared by all connections, each connection's messages in order. Both sides' HTTP "
+      "connections are pooled the same way (TCP_NODELAY, 90 s idle). Server CPU and RSS are the "
+      "gateway's or the relay's; the backend's are not counted in either. A reply other than the "
+      "echo counts as an error. "
+      + (f"Each row is the median by rate of {s9r['runs']} runs, the two taking turns.\n"
+         if s9r["runs"] > 1 else "\n"))
+    w("| server | rate | p50 µs | p90 µs | p99 µs | p99.9 µs | wrong replies, all runs | server RSS KiB | server CPU | rate vs relay | p99 vs relay |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label in ["S9 relay", "S9 wsgate"]:
+        r = by[label]
+        s = r.get("server", {})
+        lat = r["latency_us"]
+        w(f"| {label[3:]} | {r['per_sec']:.0f} msgs/s | {lat['p50']} | {lat['p90']} | {lat['p99']} | {lat['p999']} | "
+          f"{r['errors_total']} | {s.get('rss_kib', '-')} | {s.get('cpu_percent', 0):.0f}% | "
+          f"{ratio(r['per_sec'], s9r['per_sec'])} | {ratio(lat['p99'], p99(s9r))} |")
     return "\n".join(out) + "\n"
 
 
@@ -218,7 +248,7 @@ def main():
     for line in open(results):
         row = json.loads(line)
         runs.setdefault(row["label"], []).append(row)
-    # A label measured several times (S1-S3, S7) is represented by its median run: by
+    # A label measured several times (S1-S3, S7, S9) is represented by its median run: by
     # rate, or by p99 for S7, whose figure is latency.
     by = {}
     for label, rows in runs.items():
@@ -228,9 +258,15 @@ def main():
             rows.sort(key=lambda r: r.get("per_sec", 0))
         by[label] = rows[len(rows) // 2]
         by[label]["runs"] = len(rows)
+        by[label]["errors_total"] = sum(r.get("errors", 0) for r in rows)
     missing = [label for label in EXPECTED if label not in by]
     if missing:
         sys.exit(f"bench: no figures for {', '.join(missing)}; the log above says why")
+    # S9's client counts a reply other than the echo (the plugin's error frame, say) as
+    # an error: any means the integration is broken, which the smoke must not pass.
+    wrong = [f"{label} ({by[label]['errors_total']})" for label in ["S9 relay", "S9 wsgate"] if by[label]["errors_total"]]
+    if smoke and wrong:
+        sys.exit(f"bench: replies other than the echo in {', '.join(wrong)}; the log above shows the first")
     text = tables(by, seconds)
     with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
         f.write(text)

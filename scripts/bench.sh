@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every benchmark scenario against the servers it starts here, side by side in one
 # run: the raw tokio-tungstenite echo (the ceiling), Node.js `ws` (what teams would pick
-# instead) and wsgate (bench/wsgate.toml). Writes bench/RESULTS.md, bench/results.svg and
-# the table in README.md.
+# instead) and wsgate (bench/wsgate.toml); for S9 also an HTTP Lambda backend and the
+# native relay in front of it. Writes bench/RESULTS.md, bench/results.svg and the table in
+# README.md.
 #
 #   scripts/bench.sh                  # the full run: 5 s per measurement, release build
 #   BENCH_SECONDS=2 scripts/bench.sh  # shorter measurements
-#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3 and S7 once each instead of three times
+#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3, S7 and S9 once each instead of three times
 #   scripts/bench.sh --smoke          # seconds, small sizes, results under
 #                                     # target/bench-smoke: proves every scenario runs
 #
@@ -15,7 +16,8 @@
 #   S2 echo 16 KiB, 50 connections    S6 management POST @connections, keep-alive
 #   S3 connect/message/close churn    S7 tenant A's echo p99 while tenant B burns CPU
 #   S4 RSS per idle connection, 15k   S8 start-up with 50 plugins, cold and warm cache
-#      (and after one 128 KiB message)
+#      (and after one 128 KiB message) S9 echo through the integration plugin and an HTTP
+#                                        Lambda backend, vs a native relay to the same one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,10 +76,18 @@ stop() {
     kill "$(cat "$work/$1.pid")" 2>/dev/null || true
     wait "$(cat "$work/$1.pid")" 2>/dev/null || true
 }
+# S9's Lambda backend runs for the whole bench: the gateway's config names its address.
+# bench/wsgate.toml says 127.0.0.1:7071 (so it also runs by hand beside
+# `wsgate-bench lambda-backend --listen 127.0.0.1:7071`); here that becomes the port the
+# backend got, and the plugin paths, relative to bench/, become absolute.
+start lambda http "$bench" lambda-backend --listen 127.0.0.1:0
+lambda=$(cat "$work/lambda.http")
+config=$work/wsgate.toml
+sed -e "s#= \"\.\./#= \"$PWD/#" -e "s#127\.0\.0\.1:7071#$lambda#g" bench/wsgate.toml > "$config"
 start_all() {
     start raw ws "$bench" echo-server
     start node ws node bench/node/echo.js
-    start wsgate admin "$gateway" serve --config bench/wsgate.toml
+    start wsgate admin "$gateway" serve --config "$config"
 }
 url() {
     case $1 in
@@ -106,7 +116,7 @@ done
 # The same after one maximum-size message per connection, on a fresh gateway: what a
 # connection keeps of its largest message (target: within 2x the fresh figure).
 stop wsgate
-start wsgate admin "$gateway" serve --config bench/wsgate.toml
+start wsgate admin "$gateway" serve --config "$config"
 echo "bench: S4 on wsgate after a 128 KiB message" >&2
 "$bench" idle --url "$(url wsgate)" --connections "$idle" --pid "$(pid wsgate)" \
     --message-bytes 131072 --label "S4 wsgate large" --json >> "$results"
@@ -155,8 +165,20 @@ for _ in $(seq "$repeats"); do
     wait "$burner" || true
 done
 
+# S9: the integration plugin (route /bench/aws) forwarding every message to the Lambda
+# backend and sending back the answer's body, against the native relay doing the same
+# with the same event, the same backend and one pooled client; 64 B, 50 connections,
+# closed loop, $repeats times, taking turns. A reply other than the echo (e.g. the
+# plugin's error frame) counts as an error, not a round trip.
+start relay ws "$bench" echo-server --relay "http://$lambda/aws"
+for _ in $(seq "$repeats"); do
+    timed "S9 relay" relay load --url "$(url relay)" --connections 50 --size 64 --expect-echo
+    timed "S9 wsgate" wsgate load --url "ws://$ws/bench/aws" --connections 50 --size 64 --expect-echo
+done
+stop relay
+
 # S8: start-up with many plugins; the servers above are stopped so it has the cores.
-for server in raw node wsgate; do stop "$server"; done
+for server in raw node wsgate lambda; do stop "$server"; done
 # S8 copies echo $plugins times; "S8 mix" starts six different plugins once each, to show
 # what the function cache saves when the code really differs.
 echo "bench: S8" >&2

@@ -2,18 +2,12 @@
 # Installs what the tests need beyond building wsgate, into the repository's own folders
 # (rebuilt when missing, never global):
 # - boto3 and the AWS CLI, for the tests that drive the management API with a real AWS
-#   SDK, in a virtual environment under target/py;
+#   SDK, in a virtual environment under target/py (scripts/setup-py.sh);
 # - Node.js `ws`, the benchmark baseline, under bench/node/node_modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-
-venv=target/py
-if ! "$venv/bin/python" -c 'import boto3' >/dev/null 2>&1 || [ ! -x "$venv/bin/aws" ]; then
-    echo "setup: installing boto3 and awscli into $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check boto3 awscli
-fi
+scripts/setup-py.sh
 
 if ! command -v node >/dev/null 2>&1; then
     echo "setup: Node.js is required for the benchmark baseline (the Debian package nodejs)" >&2

@@ -1,6 +1,8 @@
-//! The baselines: a raw tokio-tungstenite echo server, no gateway and no Wasm; and, with
+//! The baselines: a raw tokio-tungstenite echo server, no gateway and no Wasm; with
 //! `room`, the same server relaying each message to every other connection instead (the
-//! ceiling for the broadcast scenario).
+//! ceiling for the broadcast scenario); and with `relay`, the same server handing each
+//! message to an HTTP backend as a Lambda proxy event and sending back the answer's body
+//! (the native counterpart of the integration plugin, [`crate::lambda`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,14 +15,20 @@ use tokio_tungstenite::tungstenite::Message;
 /// Every open connection's outbound queue, for `room` mode.
 type Room = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>>;
 
-/// Serves until killed; prints `listening ws=ADDR` first.
-pub async fn run(listen: &str, room: bool) -> anyhow::Result<()> {
+/// Serves until killed; prints `listening ws=ADDR` first. With `relay_url`, each message
+/// is POSTed there as a Lambda proxy event instead of echoed.
+pub async fn run(listen: &str, room: bool, relay_url: Option<&str>) -> anyhow::Result<()> {
     crate::open::raise_open_files_limit()?;
+    let lambda = relay_url.map(crate::lambda::Relay::new).transpose()?;
     let listener = TcpListener::bind(listen).await?;
     println!("listening ws={}", listener.local_addr()?);
     let peers: Room = Arc::default();
     for id in 0u64.. {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
+        if let Some(lambda) = &lambda {
+            tokio::spawn(lambda.clone().serve(stream, peer));
+            continue;
+        }
         let peers = peers.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);

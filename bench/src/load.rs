@@ -42,6 +42,9 @@ pub struct Shape {
     /// connection sends on its own schedule and latency counts from the scheduled
     /// time, so a stall is not hidden by sending less (no coordinated omission).
     pub rate: Option<f64>,
+    /// Count a reply other than the message sent as an error rather than a round trip
+    /// (for servers that could answer with something else, e.g. an error frame).
+    pub expect_echo: bool,
 }
 
 /// Runs the load and reports.
@@ -66,12 +69,16 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Report> {
         .rate
         .map(|rate| Duration::from_secs_f64(common.connections as f64 / rate));
     let connections = clients.len();
+    let expect_echo = shape.expect_echo;
+    // The first unexpected reply is shown, once: it usually says what went wrong.
+    let shown = Arc::new(std::sync::Once::new());
     let tasks: Vec<_> = clients
         .into_iter()
         .enumerate()
         .map(|(i, mut client)| {
             let payload = payload.clone();
             let done = done.clone();
+            let shown = shown.clone();
             tokio::spawn(async move {
                 let mut latency = histogram();
                 let (mut count, mut errors) = (0u64, 0u64);
@@ -96,6 +103,23 @@ pub async fn run(common: &Common, shape: &Shape) -> anyhow::Result<Report> {
                         break;
                     }
                     match client.next().await {
+                        Some(Ok(Message::Text(reply)))
+                            if expect_echo && reply.as_str() != payload =>
+                        {
+                            shown.call_once(|| {
+                                eprintln!("load: expected the echo, got {:.200}", reply.as_str());
+                            });
+                            errors += 1;
+                        }
+                        Some(Ok(Message::Binary(reply))) if expect_echo => {
+                            shown.call_once(|| {
+                                eprintln!(
+                                    "load: expected the echo, got {} binary bytes",
+                                    reply.len()
+                                );
+                            });
+                            errors += 1;
+                        }
                         Some(Ok(Message::Text(_) | Message::Binary(_))) => {
                             done.fetch_add(1, Ordering::Relaxed);
                             if sent >= warm_until {

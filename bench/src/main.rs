@@ -10,8 +10,12 @@
 //!   reports the time to the last delivery.
 //! - `manage`: management API `POST @connections/{id}` load over keep-alive.
 //! - `startup`: gateway start-up with many plugins, cold and warm compile cache.
-//! - `echo-server`: a raw tokio-tungstenite echo server, the practical ceiling.
+//! - `echo-server`: a raw tokio-tungstenite echo server, the practical ceiling; with
+//!   `--relay URL`, the native baseline of the HTTP integration (S9): each message POSTed
+//!   to URL as a Lambda proxy event, the answer's `body` sent back.
 //! - `http-server`: an axum server answering 200 to every POST, the `manage` baseline.
+//! - `lambda-backend`: an axum server answering every Lambda proxy event with its own
+//!   body, the backend of S9.
 //!
 //! With `--pid`, the server's RSS and CPU are read from /proc over the measured window.
 //! A progress line goes to stderr every second; `--json` prints one JSON object.
@@ -20,6 +24,7 @@ mod broadcast;
 mod churn;
 mod echo_server;
 mod idle;
+mod lambda;
 mod load;
 mod manage;
 mod open;
@@ -79,6 +84,9 @@ enum Command {
         /// Total messages per second over all connections, instead of a closed loop.
         #[arg(long)]
         rate: Option<f64>,
+        /// Count a reply that is not the message sent as an error, not a round trip.
+        #[arg(long)]
+        expect_echo: bool,
     },
     /// Connect, one message, close, repeat.
     Churn {
@@ -165,11 +173,22 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
         /// Relay each message to every other connection instead of echoing it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "relay")]
         room: bool,
+        /// POST each message to this URL as an AWS Lambda proxy event (one pooled
+        /// keep-alive client for all connections) and send back the answer's `body`.
+        #[arg(long, value_name = "URL")]
+        relay: Option<String>,
     },
     /// An axum server answering 200 to every POST: the `manage` baseline.
     HttpServer {
+        /// Address to listen on; port 0 picks one.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// An HTTP backend answering each Lambda proxy event with `{"statusCode":200,"body":
+    /// <the event's body>}`: the backend of the integration scenario.
+    LambdaBackend {
         /// Address to listen on; port 0 picks one.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
@@ -184,11 +203,13 @@ async fn main() -> anyhow::Result<()> {
             size,
             payload,
             rate,
+            expect_echo,
         } => {
             let shape = load::Shape {
                 size,
                 payload,
                 rate,
+                expect_echo,
             };
             load::run(&common, &shape).await?.print(&common)
         }
@@ -232,8 +253,13 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => startup::run(&gateway, &plugin, plugins)?.print(&label, json),
         Command::Churn { common } => churn::run(&common).await?.print(&common),
-        Command::EchoServer { listen, room } => return echo_server::run(&listen, room).await,
+        Command::EchoServer {
+            listen,
+            room,
+            relay,
+        } => return echo_server::run(&listen, room, relay.as_deref()).await,
         Command::HttpServer { listen } => return manage::serve_baseline(&listen).await,
+        Command::LambdaBackend { listen } => return lambda::serve_backend(&listen).await,
     }
     Ok(())
 }

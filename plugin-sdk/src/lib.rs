@@ -20,7 +20,8 @@
 //! ```
 //!
 //! Host calls are plain functions: [`connections`] (send, get info, disconnect, list —
-//! always within the plugin's own tenant), [`log`] and [`config`].
+//! always within the plugin's own tenant), [`log`] and [`config`]. [`http`] calls other
+//! services, synchronously, and only those the plugin's `allowed_outbound_hosts` grants.
 //!
 //! Instances are reused between events but never shared by two events at once, and may be
 //! thrown away at any time: keep state that must last in the host (the connection
@@ -47,6 +48,8 @@ pub mod bindings {
 pub mod __private {
     pub use wit_bindgen;
 }
+
+pub mod http;
 
 use bindings::exports::wsgate::plugin::handler;
 pub use bindings::wsgate::plugin::types::{
@@ -171,7 +174,7 @@ impl ConnectResponse {
         })
     }
 
-    /// Refuse the upgrade with an HTTP `status` (400 to 599) and a text body.
+    /// Refuse the upgrade with an HTTP `status` (300 to 599) and a text body.
     pub fn reject(status: u16, body: impl Into<String>) -> Self {
         ConnectResponse::Reject(Reject {
             status,
@@ -265,6 +268,19 @@ pub mod connections {
         except: Option<&str>,
     ) -> Result<u32, HostError> {
         host::broadcast(filter, message, except)
+    }
+
+    /// Keeps `context` (at most 8 KiB) with connection `id` for its life: call it in
+    /// `on_connect` for the connecting connection (an authorizer's verdict, a user id;
+    /// anywhere else it fails with `InvalidArgument`) and read it back in every later
+    /// event with [`get_context`]. Kept only if the upgrade is accepted.
+    pub fn set_context(id: &str, context: &str) -> Result<(), HostError> {
+        host::set_context(id, context)
+    }
+
+    /// The context set for connection `id`, if any.
+    pub fn get_context(id: &str) -> Result<Option<String>, HostError> {
+        host::get_context(id)
     }
 
     /// [`broadcast`] to the connections whose request path is exactly `path` (a room).

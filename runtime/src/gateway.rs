@@ -14,7 +14,9 @@ use arc_swap::ArcSwap;
 use crate::config::{AdminConfig, Config, ConfigError, GlobalLimits};
 use crate::credentials::Keys;
 use crate::metrics::Metrics;
-use crate::plugin::{EngineError, Grants, Host, Loader, Plugin, PluginScope, TenantQuota};
+use crate::plugin::{
+    EngineError, Grants, Host, Loader, Outbound, Plugin, PluginScope, TenantQuota,
+};
 use crate::registry::LocalRegistry;
 use crate::tenant::{Route, Tenant};
 
@@ -45,6 +47,11 @@ pub struct Gateway {
     tenant_slots: Mutex<HashMap<Arc<str>, Slots>>,
     /// What the config says now.
     current: ArcSwap<Snapshot>,
+    /// The management API's public `host:port`, known once the admin listener is bound
+    /// (or set by `[admin] domain_name`); plugins read it as `wsgate.domain_name`.
+    domain_name: Arc<std::sync::OnceLock<String>>,
+    /// The main runtime, where plugins' HTTP calls run whatever lane their event is on.
+    runtime: tokio::runtime::Handle,
 }
 
 /// What a reload replaces: one config's tenants with their plugins loaded.
@@ -114,10 +121,28 @@ impl Gateway {
             open: Slots::default(),
             tenant_slots: Mutex::default(),
             current: ArcSwap::from_pointee(empty),
+            domain_name: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().map_err(|_| {
+                GatewayError::Engine(EngineError::Start(
+                    "the gateway must start inside a tokio runtime".into(),
+                ))
+            })?,
         };
         let snapshot = gateway.build(config)?;
         gateway.swap(snapshot);
         Ok(gateway)
+    }
+
+    /// Publishes the management API's address to plugins (`wsgate.domain_name`):
+    /// `[admin] domain_name` if set, else `bound`. The first call wins.
+    pub fn publish_admin_address(&self, bound: std::net::SocketAddr) {
+        let name = self
+            .snapshot()
+            .admin
+            .domain_name
+            .clone()
+            .unwrap_or_else(|| bound.to_string());
+        let _ = self.domain_name.set(name);
     }
 
     /// Loads `config` into a snapshot on this gateway's engine, without installing it.
@@ -138,6 +163,20 @@ impl Gateway {
             ));
             let mut plugins: HashMap<String, Arc<Plugin>> = HashMap::new();
             for (name, plugin_config) in &tenant_config.plugins {
+                let outbound = Outbound::from_config(
+                    id,
+                    name,
+                    plugin_config,
+                    &config.base_dir,
+                    self.metrics.plugin(id, name),
+                    self.runtime.clone(),
+                )
+                .map_err(|reason| {
+                    config.invalid(
+                        format!("tenants.{id}.plugins.{name}.outbound_ca_file"),
+                        reason,
+                    )
+                })?;
                 let scope = PluginScope {
                     tenant: id.as_str().into(),
                     plugin: name.as_str().into(),
@@ -153,6 +192,8 @@ impl Gateway {
                     quota: quota.clone(),
                     events: events.clone(),
                     heavy_until_ms: Default::default(),
+                    outbound: Arc::new(outbound),
+                    domain_name: self.domain_name.clone(),
                 };
                 let plugin = loader.load(config, id, name, plugin_config, scope)?;
                 plugins.insert(name.clone(), Arc::new(plugin));

@@ -77,6 +77,7 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    gateway.publish_admin_address(admin.local_addr()?);
     let ws_task = tokio::spawn(server::serve(ws, gateway.clone(), shutdown.clone()));
     let admin_task = tokio::spawn(admin::listener::serve(
         admin,

@@ -405,6 +405,7 @@ fn prepare(
             .collect(),
         subprotocol: None,
         connected_at: now_ms(),
+        context: None,
     };
     Ok((tenant, route, meta, key, tenant_slot))
 }
@@ -419,7 +420,7 @@ async fn run_connect(
         return Ok((meta, Vec::new()));
     };
     let internal = || Refusal::new(500, "Internal server error\n");
-    let response = Box::pin(plugin.on_connect(&route.template, &meta))
+    let (response, context) = Box::pin(plugin.on_connect(&route.template, &meta))
         .await
         .map_err(|err| {
             error!(plugin = %plugin.name(), kind = %err.kind(), error = %err, "$connect failed");
@@ -442,10 +443,11 @@ async fn run_connect(
                 return Err(internal());
             }
             meta.subprotocol = accept.subprotocol;
+            meta.context = context.map(String::into_boxed_str);
             Ok((meta, accept.headers))
         }
         ConnectResponse::Reject(reject) => {
-            if !(400..=599).contains(&reject.status)
+            if !(300..=599).contains(&reject.status)
                 || reject
                     .headers
                     .iter()

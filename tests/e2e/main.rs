@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `wsgate` binary on free loopback ports, real plugins
 //! built for wasm32-wasip2, real WebSocket and HTTP clients. One file per topic.
 
+mod backend;
 mod harness;
 
 mod admin_api;
@@ -15,11 +16,14 @@ mod config_errors;
 mod connection_memory;
 mod descriptors;
 mod echo;
+mod example_backend;
 mod failures;
 mod frames;
 mod guest_budgets;
 mod host_api;
+mod integration;
 mod limits;
+mod outbound;
 mod quota;
 mod routing;
 mod sandbox;

@@ -24,6 +24,9 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("PROBE", "test-probe", "test_probe"),
     ("HOSTILE", "test-hostile", "test_hostile"),
     ("FANOUT", "test-fanout", "test_fanout"),
+    ("FETCH", "test-fetch", "test_fetch"),
+    ("INTEGRATION", "integration", "integration"),
+    ("BACKEND_AUTH", "backend-auth", "backend_auth"),
 ];
 
 fn main() {

@@ -1,6 +1,7 @@
 //! The TOML configuration: loading, and the error that names file, key and reason.
 //!
 //! - `schema`: the serde structs and their defaults (`impl Default` of each struct).
+//! - `origin`: [`Origin`], one entry of a plugin's `allowed_outbound_hosts`.
 //! - `secret`: [`Secret`], a value from the file or the environment, redacted in `Debug`.
 //! - `validate`: the checks that serde cannot express, as [`ConfigError::Invalid`].
 //!
@@ -9,10 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
+mod origin;
 mod schema;
 mod secret;
 mod validate;
 
+pub use origin::Origin;
 pub use schema::{
     Access, AdminConfig, AwsCredential, CONNECT_KEY, CompileConfig, Config, Credentials,
     DEFAULT_KEY, DISCONNECT_KEY, GlobalLimits, Listen, PluginConfig, PluginLimits, RouteConfig,

@@ -42,6 +42,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
+    /// The management API's public `host:port`, as backends must call it: plugins read
+    /// it as the config key `wsgate.domain_name` (the integration plugin's
+    /// `requestContext.domainName`). By default the admin listener's bound address.
+    pub domain_name: Option<String>,
     /// Operator keys: `Authorization: Bearer <key>` for what spans every tenant
     /// (`/metrics`). Each is `"key"` or `{ env = "VARIABLE" }`; none means `/metrics` is
     /// refused to everyone.
@@ -87,6 +91,7 @@ pub struct AdminConfig {
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
+            domain_name: None,
             bearer_keys: Vec::new(),
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
@@ -352,6 +357,29 @@ pub struct PluginConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// Origins the plugin may call over HTTP (`wasi:http`), as `scheme://host:port`
+    /// (`*` for any port). None by default: a plugin reaches nothing.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// A PEM file of extra CA certificates the plugin's HTTPS calls trust besides the
+    /// public roots, for internal services; relative to the config file's directory.
+    #[serde(default)]
+    pub outbound_ca_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+impl PluginConfig {
+    /// A plugin config with nothing granted, for unit tests.
+    pub fn for_test() -> PluginConfig {
+        PluginConfig {
+            path: PathBuf::from("p.wasm"),
+            config: BTreeMap::new(),
+            access: Access::default(),
+            limits: PluginLimits::default(),
+            allowed_outbound_hosts: Vec::new(),
+            outbound_ca_file: None,
+        }
+    }
 }
 
 /// What a plugin may reach through the `connections` host interface.
@@ -396,6 +424,20 @@ pub struct PluginLimits {
     /// How long a suspension lasts.
     #[serde(with = "humantime_serde")]
     pub suspend_for: Duration,
+    /// How long an event may wait on HTTP calls in all (connecting, sending, the
+    /// answer and its body, and a turn under `max_outbound_requests`). Waiting does not
+    /// count against `timeout`, which is the guest's compute time. AWS's integration
+    /// maximum, 29 s, by default.
+    #[serde(with = "humantime_serde")]
+    pub outbound_timeout: Duration,
+    /// How long one HTTP call may take to connect (TCP and TLS).
+    #[serde(with = "humantime_serde")]
+    pub outbound_connect_timeout: Duration,
+    /// HTTP calls of this plugin in flight at once; past it a call waits its turn
+    /// within `outbound_timeout`.
+    pub max_outbound_requests: usize,
+    /// The largest HTTP response body the plugin may receive.
+    pub max_outbound_body_bytes: usize,
 }
 
 impl Default for PluginLimits {
@@ -410,6 +452,10 @@ impl Default for PluginLimits {
             max_log_bytes: 64 * 1024,
             suspend_after: 5,
             suspend_for: Duration::from_secs(10),
+            outbound_timeout: Duration::from_secs(29),
+            outbound_connect_timeout: Duration::from_secs(5),
+            max_outbound_requests: 256,
+            max_outbound_body_bytes: 4 << 20,
         }
     }
 }

@@ -2,11 +2,17 @@
 
 use std::collections::HashSet;
 
-use super::{CONNECT_KEY, Config, ConfigError, DEFAULT_KEY, DISCONNECT_KEY, TenantConfig};
+use super::{CONNECT_KEY, Config, ConfigError, DEFAULT_KEY, DISCONNECT_KEY, Origin, TenantConfig};
 use crate::routes::{self, SelectionExpression};
 
 /// Path prefixes a tenant id may not take, because the listeners serve them.
 const RESERVED_TENANT_IDS: &[&str] = &["health", "metrics", "apigateways"];
+
+/// The longest an event may wait on HTTP calls: it holds its instance meanwhile.
+const MAX_OUTBOUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Plugin config keys under this prefix are the gateway's (`wsgate.domain_name`).
+pub const RESERVED_CONFIG_PREFIX: &str = "wsgate.";
 
 impl Config {
     /// Checks what serde cannot: ids, uniqueness, ranges, files and references.
@@ -201,6 +207,57 @@ impl Config {
                 return Err(self.invalid(
                     format!("{pkey}.limits.timeout"),
                     "must be more than zero, e.g. \"100ms\"",
+                ));
+            }
+            if let Some(key) = plugin
+                .config
+                .keys()
+                .find(|k| k.starts_with(RESERVED_CONFIG_PREFIX))
+            {
+                return Err(self.invalid(
+                    format!("{pkey}.config.{key}"),
+                    format!("keys starting with {RESERVED_CONFIG_PREFIX:?} are the gateway's own; choose another name"),
+                ));
+            }
+            for (i, origin) in plugin.allowed_outbound_hosts.iter().enumerate() {
+                Origin::parse(origin).map_err(|reason| {
+                    self.invalid(format!("{pkey}.allowed_outbound_hosts[{i}]"), reason)
+                })?;
+            }
+            if let Some(file) = &plugin.outbound_ca_file
+                && !self.base_dir.join(file).is_file()
+            {
+                return Err(self.invalid(
+                    format!("{pkey}.outbound_ca_file"),
+                    format!(
+                        "{} is not a file; give a PEM file of CA certificates",
+                        self.base_dir.join(file).display()
+                    ),
+                ));
+            }
+            let outbound = &plugin.limits;
+            if outbound.outbound_timeout.is_zero() || outbound.outbound_connect_timeout.is_zero() {
+                return Err(self.invalid(
+                    format!("{pkey}.limits"),
+                    "outbound_timeout and outbound_connect_timeout must be more than zero, e.g. \"5s\"",
+                ));
+            }
+            if outbound.outbound_timeout > MAX_OUTBOUND_TIMEOUT {
+                return Err(self.invalid(
+                    format!("{pkey}.limits.outbound_timeout"),
+                    "must be at most 15m: an event holds its instance while it waits",
+                ));
+            }
+            if outbound.max_outbound_requests == 0 {
+                return Err(self.invalid(
+                    format!("{pkey}.limits.max_outbound_requests"),
+                    "must be at least 1",
+                ));
+            }
+            if outbound.max_outbound_body_bytes > plugin.limits.memory_bytes {
+                return Err(self.invalid(
+                    format!("{pkey}.limits.max_outbound_body_bytes"),
+                    format!("is more than the plugin's memory_bytes ({}): the body is read into the instance's memory", plugin.limits.memory_bytes),
                 ));
             }
             let path = self.plugin_path(plugin);

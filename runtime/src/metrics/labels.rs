@@ -110,6 +110,43 @@ label_enum! {
         ConfigGet => "config_get",
         /// `config.get-all`.
         ConfigGetAll => "config_get_all",
+        /// `connections.set-context`.
+        SetContext => "set_context",
+        /// `connections.get-context`.
+        GetContext => "get_context",
+    }
+}
+
+label_enum! {
+    /// How a plugin's outbound HTTP call ended.
+    Outcome {
+        /// A 1xx or 2xx answer.
+        Success => "2xx",
+        /// A 3xx answer (the gateway follows no redirect itself).
+        Redirect => "3xx",
+        /// A 4xx answer.
+        ClientError => "4xx",
+        /// A 5xx answer.
+        ServerError => "5xx",
+        /// Refused by the plugin's `allowed_outbound_hosts`; nothing was sent.
+        Denied => "denied",
+        /// Cut at `outbound_timeout` or `outbound_connect_timeout`.
+        Timeout => "timeout",
+        /// The backend could not be reached, broke the exchange, or sent a body past
+        /// `max_outbound_body_bytes`.
+        Error => "error",
+    }
+}
+
+impl Outcome {
+    /// The outcome of an answer with `status`.
+    pub fn of_status(status: u16) -> Outcome {
+        match status {
+            0..=299 => Outcome::Success,
+            300..=399 => Outcome::Redirect,
+            400..=499 => Outcome::ClientError,
+            _ => Outcome::ServerError,
+        }
     }
 }
 
@@ -150,7 +187,7 @@ mod tests {
 
     #[test]
     fn names_are_listed_once_in_order() {
-        assert_eq!(Import::ALL.len(), 8);
+        assert_eq!(Import::ALL.len(), 10);
         for (i, import) in Import::ALL.iter().enumerate() {
             assert_eq!(import.index(), i);
         }

@@ -6,7 +6,7 @@
 
 mod labels;
 
-pub use labels::{AuthFailure, FailureKind, Import, Limit};
+pub use labels::{AuthFailure, FailureKind, Import, Limit, Outcome};
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -88,6 +89,13 @@ struct AuthFailureLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutboundLabels {
+    tenant: String,
+    plugin: String,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PluginName {
     tenant: String,
     plugin: String,
@@ -105,6 +113,8 @@ pub struct Metrics {
     heavy_events: Family<PluginName, Counter>,
     host_calls: Family<ImportLabels, Counter>,
     auth_failures: Family<AuthFailureLabel, Counter>,
+    outbound: Family<OutboundLabels, Counter>,
+    outbound_seconds: Family<PluginName, Histogram, fn() -> Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -127,6 +137,8 @@ impl Metrics {
             heavy_events: Family::default(),
             host_calls: Family::default(),
             auth_failures: Family::default(),
+            outbound: Family::default(),
+            outbound_seconds: Family::new_with_constructor(outbound_buckets),
             registry: Registry::default(),
         };
         registry.register(
@@ -185,6 +197,19 @@ impl Metrics {
                 AuthFailure::names()
             ),
             metrics.auth_failures.clone(),
+        );
+        registry.register(
+            "outbound_requests",
+            format!(
+                "HTTP calls made by plugins, by outcome ({})",
+                Outcome::names()
+            ),
+            metrics.outbound.clone(),
+        );
+        registry.register(
+            "outbound_request_duration_seconds",
+            "Time from a plugin's HTTP call to the answer's head (or the failure), waits for a turn included",
+            metrics.outbound_seconds.clone(),
         );
         Arc::new(Metrics {
             registry,
@@ -261,6 +286,13 @@ impl Metrics {
             all: self.clone(),
         }
     }
+}
+
+/// Buckets of the outbound duration histogram: 1 ms to about 33 s, doubling.
+fn outbound_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 16,
+    ))
 }
 
 /// A tenant's metrics, with the per-message ones resolved.
@@ -341,6 +373,28 @@ impl PluginMetrics {
                 kind,
             })
             .inc();
+    }
+
+    /// Counts an outbound HTTP call that ended with `outcome` after `seconds`.
+    pub fn outbound(&self, outcome: Outcome, seconds: f64) {
+        let name = PluginName {
+            tenant: self.tenant.clone(),
+            plugin: self.plugin.clone(),
+        };
+        self.all
+            .outbound
+            .get_or_create(&OutboundLabels {
+                tenant: name.tenant.clone(),
+                plugin: name.plugin.clone(),
+                outcome,
+            })
+            .inc();
+        if outcome != Outcome::Denied {
+            self.all
+                .outbound_seconds
+                .get_or_create(&name)
+                .observe(seconds);
+        }
     }
 
     /// Counts an event run on the low-priority lane.

@@ -138,7 +138,43 @@ impl connections::Host for HostCall<'_> {
         }
         .await)
     }
+
+    async fn set_context(
+        &mut self,
+        id: String,
+        context: String,
+    ) -> wasmtime::Result<Result<(), HostError>> {
+        let state = self.enter(Import::SetContext)?;
+        if !state.event.connecting || id != *state.event.connection {
+            return Ok(Err(HostError::InvalidArgument));
+        }
+        if context.len() > MAX_CONTEXT_BYTES {
+            return Ok(Err(HostError::PayloadTooLarge));
+        }
+        state.event.context = Some(context);
+        Ok(Ok(()))
+    }
+
+    async fn get_context(
+        &mut self,
+        id: String,
+    ) -> wasmtime::Result<Result<Option<String>, HostError>> {
+        let state = self.enter(Import::GetContext)?;
+        if state.event.connecting && id == *state.event.connection {
+            return Ok(Ok(state.event.context.clone()));
+        }
+        let (scope, current) = (&*state.scope, &*state.event.connection);
+        Ok(async {
+            scope.reach(&id, current)?;
+            let info = scope.registry.info(&id).await?;
+            Ok(info.meta.context.as_deref().map(str::to_owned))
+        }
+        .await)
+    }
 }
+
+/// The largest context `set-context` keeps: it lives as long as the connection.
+pub const MAX_CONTEXT_BYTES: usize = 8 * 1024;
 
 impl types::Host for HostCall<'_> {}
 
@@ -186,6 +222,18 @@ pub(super) mod tests {
             quota: Arc::new(crate::plugin::TenantQuota::new(1, 1 << 30)),
             events: Arc::new(tokio::sync::Semaphore::new(1)),
             heavy_until_ms: Default::default(),
+            outbound: Arc::new(
+                crate::plugin::Outbound::from_config(
+                    "t",
+                    "p",
+                    &crate::config::PluginConfig::for_test(),
+                    std::path::Path::new("."),
+                    crate::metrics::Metrics::new().plugin("t", "p"),
+                    tokio::runtime::Handle::current(),
+                )
+                .unwrap(),
+            ),
+            domain_name: Default::default(),
         };
         let mut state = HostState::new(Arc::new(scope));
         state.event.connection = current.into();

@@ -69,6 +69,13 @@ impl Host {
         // behind them grants nothing.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| EngineError::Start(format!("cannot link WASI: {e:#}")))?;
+        // wasi:http's outgoing handler, for plugins that import it; requests go through
+        // `outbound::Hooks`. Then wasi:io/poll again, wrapped, to account waits.
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| EngineError::Start(format!("cannot link wasi:http: {e:#}")))?;
+        super::wait::add_to_linker(&mut linker).map_err(|e| {
+            EngineError::Start(format!("cannot link the wasi:io/poll wrapper: {e:#}"))
+        })?;
         // Every import of the host API goes through `HostCall::enter`.
         RouteHandler::add_to_linker::<HostState, Calls>(&mut linker, |state| HostCall::new(state))
             .map_err(|e| EngineError::Start(format!("cannot link the host API: {e:#}")))?;

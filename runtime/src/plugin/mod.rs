@@ -15,6 +15,9 @@
 //!   interface.
 //! - `convert`: WIT types to and from the runtime's.
 //! - `output`: guest stdout/stderr into the log.
+//! - `outbound`: plugins' HTTP calls (`wasi:http`): the allow-list, the pooled client,
+//!   caps and timeouts.
+//! - `wait`: a guest's waits (`wasi:io/poll`, wrapped): waiting is not computing.
 //! - `cache`, `function_cache`: compiled components on disk; shared functions compiled
 //!   once while loading.
 //!
@@ -36,10 +39,12 @@ mod grants;
 mod heavy;
 mod loader;
 mod log_impl;
+mod outbound;
 mod output;
 mod quota;
 mod runner;
 mod state;
+mod wait;
 
 use std::time::Duration;
 
@@ -50,6 +55,7 @@ pub use engine::{EngineError, Host};
 pub use function_cache::FunctionCacheStats;
 pub use grants::Grants;
 pub use loader::Loader;
+pub use outbound::Outbound;
 pub use quota::{MemoryBudget, TenantQuota};
 pub use runner::Plugin;
 pub use state::PluginScope;
@@ -85,6 +91,9 @@ pub enum PluginError {
         "no instance of the plugin was free within its {0:?} time limit (limits.max_instances of the plugin or its tenant)"
     )]
     Busy(Duration),
+    /// The guest's waits on HTTP calls ran past its `outbound_timeout`.
+    #[error("the plugin waited on HTTP calls past its {0:?} outbound_timeout and was stopped")]
+    WaitTimeout(Duration),
     /// The plugin failed expensively too often in a row and is suspended.
     #[error("the plugin is suspended for {0:?} after repeated timeouts or memory failures")]
     Suspended(Duration),
@@ -97,7 +106,7 @@ impl PluginError {
     /// The failure's label for logs and metrics.
     pub fn kind(&self) -> FailureKind {
         match self {
-            PluginError::Timeout(_) => FailureKind::Timeout,
+            PluginError::Timeout(_) | PluginError::WaitTimeout(_) => FailureKind::Timeout,
             PluginError::Memory(_) => FailureKind::Memory,
             PluginError::Stack => FailureKind::Stack,
             PluginError::HostCalls(_) => FailureKind::HostCalls,

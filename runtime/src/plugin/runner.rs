@@ -45,7 +45,8 @@ enum Event {
 
 /// What an event returned.
 enum Outcome {
-    Connect(ConnectResponse),
+    /// The answer, and the context the guest set for the connection.
+    Connect(ConnectResponse, Option<String>),
     Message(Option<Message>),
     Disconnect,
 }
@@ -102,13 +103,13 @@ impl Plugin {
         self: &Arc<Self>,
         route: &Arc<str>,
         meta: &ConnectionMeta,
-    ) -> Result<ConnectResponse, PluginError> {
+    ) -> Result<(ConnectResponse, Option<String>), PluginError> {
         let info = convert::info(meta, meta.connected_at);
         match self
             .run(route, &meta.id, Event::Connect(Box::new(info)))
             .await?
         {
-            Outcome::Connect(response) => Ok(response),
+            Outcome::Connect(response, context) => Ok((response, context)),
             _ => unreachable!("a connect event answers a connect response"),
         }
     }
@@ -178,18 +179,29 @@ impl Plugin {
             self.record_failure(FailureKind::Suspended);
             return Err(PluginError::Suspended(self.scope.limits.suspend_for));
         }
-        let deadline = Instant::now() + self.scope.limits.timeout;
-        let _turn = self.turn(deadline).await?;
-        let mut instance = self.checkout(connection, route, deadline).await?;
+        let started = Instant::now();
+        let deadline = started + self.scope.limits.timeout;
+        // A plugin that may call out may wait, in all, its outbound_timeout.
+        let waits = match self.scope.outbound.reach {
+            Some(_) => self.scope.limits.outbound_timeout,
+            None => std::time::Duration::ZERO,
+        };
+        let turn = self.turn(deadline).await?;
+        let mut instance = self
+            .checkout(connection, route, deadline, started + waits)
+            .await?;
+        instance.store.data_mut().place = Some(turn);
         let handler = instance.handler.wsgate_plugin_handler();
         let store = &mut instance.store;
         // Measured, so that a plugin whose guest computes long is marked heavy.
         let call = async {
             match &event {
-                Event::Connect(info) => handler
-                    .call_on_connect(store, info)
-                    .await
-                    .map(Outcome::Connect),
+                Event::Connect(info) => {
+                    store.data_mut().event.connecting = true;
+                    let response = handler.call_on_connect(&mut *store, info).await;
+                    let context = store.data_mut().event.context.take();
+                    response.map(|response| Outcome::Connect(response, context))
+                }
                 Event::Message { route_key, message } => handler
                     .call_on_message(store, connection, route_key, message)
                     .await
@@ -203,7 +215,7 @@ impl Plugin {
         // A guest blocked in a host wait (a clock's pollable, say) runs no wasm, so no
         // epoch tick can interrupt it: the call is bounded in wall time too. Cut there,
         // the call's future is dropped mid-call and `finish` drops the instance with it.
-        let bound = deadline + WALL_GRACE;
+        let bound = deadline + waits + super::wait::MARGIN + WALL_GRACE;
         let result = tokio::time::timeout_at(bound.into(), heavy::metered(&self.scope, call))
             .await
             .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
@@ -229,6 +241,7 @@ impl Plugin {
         connection: &Arc<str>,
         route: &Arc<str>,
         deadline: Instant,
+        waits_until: Instant,
     ) -> Result<Instance, PluginError> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let mut instance = match pooled {
@@ -238,11 +251,16 @@ impl Plugin {
         instance.store.data().stderr.clear_recent();
         // The budgets were reset as the instance's last event ended (`end_event`); a new
         // instance's start code counts toward this event.
-        instance.store.data_mut().event = EventScope {
+        let state = instance.store.data_mut();
+        state.event = EventScope {
             connection: connection.clone(),
             route: route.clone(),
             deadline,
+            waits_until,
+            context: None,
+            connecting: false,
         };
+        state.hooks.waits_until = waits_until;
         instance.store.set_epoch_deadline(1);
         Ok(instance)
     }
@@ -269,14 +287,15 @@ impl Plugin {
     /// instance to the pool (unless its memory grew past `pool_memory_bytes`, since a
     /// pooled instance keeps what it grew to, or the tenant's memory budget is half
     /// spent), or maps the failure and drops it.
-    fn finish<R>(&self, instance: Instance, result: wasmtime::Result<R>) -> Result<R, PluginError> {
-        instance
-            .store
-            .data()
-            .turn
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+    fn finish<R>(
+        &self,
+        mut instance: Instance,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let state = instance.store.data_mut();
+        state.turn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        state.place.take();
+        state.waiting.take();
         // A failed event's unfinished stderr line is written first, within its budget.
         let stderr = result
             .is_err()
@@ -289,9 +308,12 @@ impl Plugin {
                 // while it is small and the budget is not half spent, so idle instances
                 // never crowd out running ones.
                 let budget = &self.scope.quota.memory;
+                // An instance still holding a response body would hand the backend's
+                // connection and a call's place to its next event.
                 let small = instance.store.data().limits.held()
                     <= self.scope.limits.pool_memory_bytes
-                    && budget.used() <= budget.limit() / 2;
+                    && budget.used() <= budget.limit() / 2
+                    && instance.store.data().hooks.open.none();
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
                 if small && idle.len() < self.scope.limits.pool_size {
                     idle.push(instance);
@@ -334,6 +356,9 @@ impl Plugin {
         tracing::debug!(plugin = %self.scope.plugin, error = ?err, "plugin call failed");
         if let Some(limit) = err.downcast_ref::<HostCallLimit>() {
             return PluginError::HostCalls(limit.to_string());
+        }
+        if let Some(limit) = err.downcast_ref::<super::wait::WaitLimit>() {
+            return PluginError::WaitTimeout(limit.0);
         }
         let trap = err.downcast_ref::<Trap>();
         match trap {

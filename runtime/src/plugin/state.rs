@@ -6,11 +6,13 @@ use std::time::Instant;
 
 use wasmtime::StoreLimitsBuilder;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::call::{EventBudget, LogSpend};
 use super::grants::Grants;
+use super::outbound::{Hooks, Outbound};
 use super::output::GuestOutput;
-use super::quota::{Limiter, TenantQuota};
+use super::quota::{Limiter, TenantQuota, Turn};
 use crate::config::PluginLimits;
 use crate::metrics::PluginMetrics;
 use crate::registry::Registry;
@@ -45,6 +47,11 @@ pub struct PluginScope {
     /// of its events computes for more than `heavy::HEAVY_COMPUTE`. A heavy plugin's
     /// events run on the low-priority lane (`plugin::heavy`).
     pub heavy_until_ms: std::sync::atomic::AtomicU64,
+    /// What the plugin may call over HTTP.
+    pub outbound: Arc<Outbound>,
+    /// The management API's public `host:port` (config key `wsgate.domain_name`), once
+    /// the admin listener is bound.
+    pub domain_name: Arc<std::sync::OnceLock<String>>,
 }
 
 /// The event being handled, set before each call.
@@ -54,8 +61,17 @@ pub struct EventScope {
     pub connection: Arc<str>,
     /// The route template, for logs.
     pub route: Arc<str>,
-    /// When the guest must be interrupted.
+    /// When the guest must be interrupted: its time limit, moved out by the time it
+    /// waited on HTTP calls (`plugin::wait`).
     pub deadline: Instant,
+    /// When the event's waits on HTTP calls must end (`limits.outbound_timeout` after it
+    /// started; at once for a plugin granted no origin).
+    pub waits_until: Instant,
+    /// The connection's context set by `set-context` during `$connect` (`None` in other
+    /// events); the upgrade keeps it if accepted.
+    pub context: Option<String>,
+    /// Whether this is the connection's `$connect` event.
+    pub connecting: bool,
 }
 
 /// The data of one plugin instance's `Store`.
@@ -63,8 +79,17 @@ pub struct HostState {
     /// A WASI context with no capabilities (no files, sockets, environment or args);
     /// only stdout and stderr, which go to the log.
     wasi: WasiCtx,
-    /// WASI resources (streams) the guest's std runtime opens.
-    table: ResourceTable,
+    /// WASI resources (streams, pollables, HTTP requests and responses).
+    pub(super) table: ResourceTable,
+    /// wasi:http's settings (field size limit).
+    http: WasiHttpCtx,
+    /// Where the guest's HTTP requests are checked and sent.
+    pub(super) hooks: Hooks,
+    /// The event's place under the plugin's and the tenant's instance caps; traded for
+    /// a waiting place while it waits on HTTP calls (`plugin::wait`).
+    pub(super) place: Option<Turn>,
+    /// The event's waiting place, while it waits.
+    pub(super) waiting: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Memory, table and instance caps, enforced by wasmtime, and the tenant's memory
     /// budget.
     pub(super) limits: Limiter,
@@ -96,10 +121,14 @@ impl HostState {
             .trap_on_grow_failure(true)
             .build();
         let limits = Limiter::new(store_limits, scope.quota.memory.clone());
+        let now = Instant::now();
         let event = EventScope {
             connection: Arc::from(""),
             route: Arc::from(""),
-            deadline: Instant::now(),
+            deadline: now,
+            waits_until: now,
+            context: None,
+            connecting: false,
         };
         let budget = Arc::new(EventBudget::default());
         let stdout = GuestOutput::new(scope.clone(), budget.clone(), "stdout");
@@ -113,6 +142,10 @@ impl HostState {
             budget,
             turn: Arc::default(),
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            hooks: Hooks::new(scope.outbound.clone()),
+            place: None,
+            waiting: None,
             limits,
             scope,
             event,
@@ -123,6 +156,16 @@ impl HostState {
     /// event, whatever its outcome, so a pooled instance starts the next one afresh.
     pub(super) fn end_event(&self) -> LogSpend {
         self.budget.end(&self.scope, &self.event)
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
     }
 }
 

@@ -142,6 +142,9 @@ pub struct ConnectionMeta {
     pub subprotocol: Option<String>,
     /// When the upgrade request arrived (ms since the epoch).
     pub connected_at: u64,
+    /// What the `$connect` handler kept with the connection (`set-context`), at most
+    /// 8 KiB.
+    pub context: Option<Box<str>>,
 }
 
 impl ConnectionMeta {
@@ -181,6 +184,7 @@ impl ConnectionMeta {
             requested_subprotocols: vec![],
             subprotocol: None,
             connected_at: now_ms(),
+            context: None,
         }
     }
 }
