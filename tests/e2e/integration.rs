@@ -227,18 +227,15 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.to_str().unwrap())
 }
 
-/// Stops `backend` and waits until its port refuses connections; returns its address.
-async fn down(backend: Backend) -> SocketAddr {
-    let addr = backend.addr;
-    drop(backend);
-    tokio::time::timeout(WAIT, async {
-        while tokio::net::TcpStream::connect(addr).await.is_ok() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the stopped backend's port still accepts connections");
-    addr
+/// A loopback port where nothing listens, for a backend that is down: a socket bound
+/// and never listening, kept for the test. Connections to it are refused, and unlike
+/// the port of a stopped backend it cannot be taken over meanwhile by another test's
+/// backend (bound without `SO_REUSEADDR`, it blocks every other bind to the port).
+fn closed_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
 }
 
 /// The next message, which must be binary.
@@ -942,7 +939,7 @@ async fn aws_authorizer_refusals_never_reach_the_backend() {
 /// sees nothing.
 #[tokio::test]
 async fn aws_authorizer_down_is_403() {
-    let authorizer = down(Backend::start(authorizer_reply).await).await;
+    let (_closed, authorizer) = closed_port();
     let backend = Backend::start(aws_echo).await;
     let config = integration(
         &[backend.origin(), format!("http://{authorizer}")],
@@ -1493,7 +1490,7 @@ async fn west_close_codes_reasons_and_forwarded_tls() {
 /// shape.
 #[tokio::test]
 async fn backend_down_at_connect_is_502() {
-    let gone = down(Backend::start(aws_echo).await).await;
+    let (_closed, gone) = closed_port();
     let origin = format!("http://{gone}");
     let mut routes = String::from(ROUTE);
     for shape in ["yandex", "west"] {

@@ -254,7 +254,9 @@ impl Config {
                     "must be at least 1",
                 ));
             }
-            if outbound.max_outbound_body_bytes > plugin.limits.memory_bytes {
+            if !plugin.allowed_outbound_hosts.is_empty()
+                && outbound.max_outbound_body_bytes > plugin.limits.memory_bytes
+            {
                 return Err(self.invalid(
                     format!("{pkey}.limits.max_outbound_body_bytes"),
                     format!("is more than the plugin's memory_bytes ({}): the body is read into the instance's memory", plugin.limits.memory_bytes),
@@ -359,6 +361,31 @@ mod tests {
     }
 
     /// A plugin's log cap is bounded above; 0 (no plugin lines at all) is allowed.
+    #[test]
+    fn outbound_grants_and_limits_are_checked() {
+        let plugin = |lines: &str| {
+            format!("{MINIMAL}\n[tenants.demo.plugins.out]\npath = \"Cargo.toml\"\n{lines}\n")
+        };
+        let err = error(&plugin(
+            "allowed_outbound_hosts = [\"http://a.test:80\", \"http://user@b.test\"]",
+        ));
+        assert!(
+            err.contains("tenants.demo.plugins.out.allowed_outbound_hosts[1]")
+                && err.contains("userinfo"),
+            "{err}"
+        );
+        let err = error(&plugin("config = { \"wsgate.domain_name\" = \"x\" }"));
+        assert!(err.contains("config.wsgate.domain_name"), "{err}");
+        let err = error(&plugin(
+            "allowed_outbound_hosts = [\"http://a.test\"]\nlimits = { max_outbound_body_bytes = 33554432 }",
+        ));
+        assert!(err.contains("limits.max_outbound_body_bytes"), "{err}");
+        let err = error(&plugin("limits = { outbound_timeout = \"16m\" }"));
+        assert!(err.contains("limits.outbound_timeout"), "{err}");
+        let err = error(&plugin("outbound_ca_file = \"missing.pem\""));
+        assert!(err.contains("outbound_ca_file"), "{err}");
+    }
+
     #[test]
     fn max_log_bytes_is_bounded() {
         let limits = |bytes: usize| {

@@ -201,6 +201,18 @@ pub(super) mod tests {
         }
     }
 
+    /// The test's runtime, or a shared one for tests outside any: a plugin granted no
+    /// origin never uses it.
+    fn runtime() -> tokio::runtime::Handle {
+        static SHARED: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        tokio::runtime::Handle::try_current().unwrap_or_else(|_| {
+            SHARED
+                .get_or_init(|| tokio::runtime::Runtime::new().unwrap())
+                .handle()
+                .clone()
+        })
+    }
+
     /// A store's state for a plugin of tenant "t" with `access`, in an event of
     /// connection `current`: 20 host calls, 8-byte messages.
     pub fn state(registry: Arc<dyn Registry>, access: Access, current: &str) -> HostState {
@@ -229,7 +241,7 @@ pub(super) mod tests {
                     &crate::config::PluginConfig::for_test(),
                     std::path::Path::new("."),
                     crate::metrics::Metrics::new().plugin("t", "p"),
-                    tokio::runtime::Handle::current(),
+                    runtime(),
                 )
                 .unwrap(),
             ),
