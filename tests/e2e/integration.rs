@@ -1069,6 +1069,7 @@ async fn yandex_events_carry_the_headers_and_answers_choose_the_frame_type() {
         "`host` is never forwarded"
     );
     assert_eq!(connect.header("x-yc-apigateway-websocket-message-id"), None);
+    assert_eq!(connect.header("content-type"), None, "no body, no type");
     let id = connect
         .header("x-yc-apigateway-websocket-connection-id")
         .unwrap()
@@ -1189,6 +1190,7 @@ async fn yandex_events_carry_the_headers_and_answers_choose_the_frame_type() {
         Some("off now")
     );
     assert!(disconnect.body.is_empty());
+    assert_eq!(disconnect.header("content-type"), None);
     assert_eq!(
         disconnect.header("x-yc-apigateway-websocket-message-id"),
         None
