@@ -315,20 +315,8 @@ impl Gateway {
         &self,
         request: impl tungstenite::client::IntoClientRequest + Unpin,
     ) -> (u16, String) {
-        let result = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("the upgrade attempt timed out");
-        match result {
-            Err(tungstenite::Error::Http(response)) => {
-                let body = response
-                    .body()
-                    .as_deref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned());
-                (response.status().as_u16(), body.unwrap_or_default())
-            }
-            Err(other) => panic!("expected an HTTP refusal, got {other}"),
-            Ok(_) => panic!("expected an HTTP refusal, but the upgrade succeeded"),
-        }
+        let (status, _, body) = refusal(request).await;
+        (status, body)
     }
 
     /// Sends raw bytes to the WebSocket listener and returns the whole answer.
@@ -341,6 +329,27 @@ impl Gateway {
             .expect("the raw HTTP answer timed out")
             .unwrap();
         String::from_utf8_lossy(&answer).into_owned()
+    }
+}
+
+/// Tries an upgrade that must be refused; returns the HTTP status, headers and body.
+pub async fn refusal(
+    request: impl tungstenite::client::IntoClientRequest + Unpin,
+) -> (u16, tungstenite::http::HeaderMap, String) {
+    let result = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("the upgrade attempt timed out");
+    match result {
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            (response.status().as_u16(), response.headers().clone(), body)
+        }
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("expected an HTTP refusal, but the upgrade succeeded"),
     }
 }
 

@@ -10,17 +10,17 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderMap;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::backend::{Backend, Reply, Seen};
 use crate::harness::{
     self, Client, Gateway, WAIT, ask, expect_close, http, plugin, recv, recv_json, recv_text,
-    send_text,
+    refusal, send_text,
 };
 use crate::plugins;
 
@@ -202,25 +202,6 @@ async fn connect_with(request: Request) -> (Client, HeaderMap) {
         .expect("the upgrade timed out")
         .unwrap_or_else(|e| panic!("the upgrade failed: {e}"));
     (client, response.headers().clone())
-}
-
-/// An upgrade that must be refused: status, headers and body.
-async fn refusal(request: impl IntoClientRequest + Unpin) -> (u16, HeaderMap, String) {
-    let result = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("the upgrade attempt timed out");
-    match result {
-        Err(tungstenite::Error::Http(response)) => {
-            let body = response
-                .body()
-                .as_deref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-                .unwrap_or_default();
-            (response.status().as_u16(), response.headers().clone(), body)
-        }
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("expected an HTTP refusal, but the upgrade succeeded"),
-    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
