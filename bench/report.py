@@ -2,8 +2,9 @@
 
     python3 bench/report.py RESULTS_JSONL OUT_DIR SECONDS [--smoke]
 
-With --smoke it checks that every scenario produced figures, and that S9 got nothing but
-echoes back (exit 1 if not), and leaves README.md alone.
+With --smoke it checks that every scenario produced figures, that S9 got nothing but
+echoes back and that no S10 management POST failed (exit 1 if not), and leaves README.md
+alone.
 """
 
 import datetime
@@ -18,7 +19,10 @@ EXPECTED = [
     "S3 raw", "S3 node", "S3 wsgate", "S4 raw", "S4 node", "S4 wsgate", "S4 wsgate large",
     "S5 room", "S5 room-each", "S5 raw", "S6 http", "S6 wsgate", "S7 quiet", "S7 noisy", "S8", "S8 mix",
     "S9 relay", "S9 wsgate",
+    "S10 same-node", "S10 cross-node", "S10 broadcast one node", "S10 broadcast two nodes",
 ]
+S10_POSTS = ["S10 same-node", "S10 cross-node"]
+S10_BROADCASTS = ["S10 broadcast one node", "S10 broadcast two nodes"]
 SERVERS = ["raw", "node", "wsgate"]
 
 
@@ -200,6 +204,40 @@ def tables(by, seconds):
         w(f"| {label[3:]} | {r['per_sec']:.0f} msgs/s | {lat['p50']} | {lat['p90']} | {lat['p99']} | {lat['p999']} | "
           f"{r['errors_total']} | {s.get('rss_kib', '-')} | {s.get('cpu_percent', 0):.0f}% | "
           f"{ratio(r['per_sec'], s9r['per_sec'])} | {ratio(lat['p99'], p99(s9r))} |")
+
+    s10s, s10b1 = by["S10 same-node"], by["S10 broadcast one node"]
+    w("\n## S10: cluster mode\n")
+    w("Two gateway nodes, `a` and `b`, on bench/wsgate.toml with a `[cluster]` table, sharing one "
+      "Redis (its own `redis-server` on loopback, no persistence), all on this machine. The issue "
+      "sets no target for these: they are measurements, each against its single-node baseline in the "
+      "same run. "
+      + (f"Each row is the median of {s10s['runs']} runs (by rate for POSTs, by last-delivery p50 for "
+         "broadcasts), the two sides taking turns.\n" if s10s["runs"] > 1 else "\n"))
+    w("Management `POST /bench/@connections/{id}` as S6 (16 keep-alive connections, 64 B, bearer key), "
+      "the WebSockets all on node a. `same-node` posts to a's admin listener (the baseline); "
+      "`cross-node` posts to b's, so every post goes through Redis to a's inbox and b answers 200 "
+      "once a has queued the message. Server CPU is that of the node posted to.\n")
+    w("| run | requests/s | p50 µs | p99 µs | p99.9 µs | errors, all runs | server CPU | rate vs same-node | p99 vs same-node |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for label in S10_POSTS:
+        r = by[label]
+        lat = r["latency_us"]
+        w(f"| {label[4:]} | {r['per_sec']:.0f} | {lat['p50']} | {lat['p99']} | {lat['p999']} | {r['errors_total']} | "
+          f"{r.get('server', {}).get('cpu_percent', 0):.0f}% | {ratio(r['per_sec'], s10s['per_sec'])} | "
+          f"{ratio(lat['p99'], p99(s10s))} |")
+    w("\nThe fan-out plugin's `broadcast` (S5's `room`) with the sender on node a: `one node` has every "
+      "receiver on a too (the baseline: a cluster node broadcasting locally); `two nodes` has half of "
+      "them on b, which a reaches through b's inbox in Redis. A round ends when every receiver has "
+      "the message.\n")
+    w("| variant | receivers | on node b | rounds | last p50 ms | last p99 ms | last max ms | first p50 ms | last p50 vs one node | last p99 vs one node |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for label in S10_BROADCASTS:
+        r = by[label]
+        last, base = r["last_delivery_us"], s10b1["last_delivery_us"]
+        w(f"| {label[14:]} | {r['receivers']} | {r.get('split_receivers', 0)} | {r['rounds']} | "
+          f"{last['p50'] / 1e3:.2f} | {last['p99'] / 1e3:.2f} | {last['max'] / 1e3:.2f} | "
+          f"{r['first_delivery_us']['p50'] / 1e3:.2f} | {ratio(last['p50'], base['p50'])} | "
+          f"{ratio(last['p99'], base['p99'])} |")
     return "\n".join(out) + "\n"
 
 
@@ -248,12 +286,15 @@ def main():
     for line in open(results):
         row = json.loads(line)
         runs.setdefault(row["label"], []).append(row)
-    # A label measured several times (S1-S3, S7, S9) is represented by its median run: by
-    # rate, or by p99 for S7, whose figure is latency.
+    # A label measured several times (S1-S3, S7, S9, S10) is represented by its median
+    # run: by rate, by p99 for S7, whose figure is latency, and by the last delivery's
+    # p50 for S10's broadcasts.
     by = {}
     for label, rows in runs.items():
         if label.startswith("S7"):
             rows.sort(key=lambda r: r["latency_us"]["p99"])
+        elif label in S10_BROADCASTS:
+            rows.sort(key=lambda r: r["last_delivery_us"]["p50"])
         else:
             rows.sort(key=lambda r: r.get("per_sec", 0))
         by[label] = rows[len(rows) // 2]
@@ -267,6 +308,11 @@ def main():
     wrong = [f"{label} ({by[label]['errors_total']})" for label in ["S9 relay", "S9 wsgate"] if by[label]["errors_total"]]
     if smoke and wrong:
         sys.exit(f"bench: replies other than the echo in {', '.join(wrong)}; the log above shows the first")
+    # A failed S10 POST (a 503 from a node that did not hear back through Redis, say) means
+    # the cluster is broken, whatever the rate.
+    failed = [f"{label} ({by[label]['errors_total']})" for label in S10_POSTS if by[label]["errors_total"] or not by[label]["count"]]
+    if smoke and failed:
+        sys.exit(f"bench: management POSTs failed or none succeeded in {', '.join(failed)}")
     text = tables(by, seconds)
     with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
         f.write(text)

@@ -7,7 +7,7 @@
 #
 #   scripts/bench.sh                  # the full run: 5 s per measurement, release build
 #   BENCH_SECONDS=2 scripts/bench.sh  # shorter measurements
-#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3, S7 and S9 once each instead of three times
+#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3, S7, S9 and S10 once each instead of three times
 #   scripts/bench.sh --smoke          # seconds, small sizes, results under
 #                                     # target/bench-smoke: proves every scenario runs
 #
@@ -18,6 +18,11 @@
 #   S4 RSS per idle connection, 15k   S8 start-up with 50 plugins, cold and warm cache
 #      (and after one 128 KiB message) S9 echo through the integration plugin and an HTTP
 #                                        Lambda backend, vs a native relay to the same one
+#   S10 cluster mode: two nodes and a Redis; management POSTs across nodes vs on one node,
+#       and a broadcast to 10,000 connections split over both nodes vs all on one
+#
+# S10 needs redis-server (scripts/setup-tests.sh, run below, installs it); it starts its
+# own on a free loopback port and stops it afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +39,12 @@ fi
 mkdir -p "$out"
 
 scripts/setup-tests.sh
+# S10 runs its own Redis: say so now rather than after every other scenario.
+command -v redis-server >/dev/null 2>&1 || {
+    echo "bench: S10 needs redis-server, which is not on PATH (scripts/setup-tests.sh installs it;" \
+        "Debian/Ubuntu: apt-get install redis-server)" >&2
+    exit 1
+}
 # The release profile. Run from scripts/test.sh (BENCH_PREBUILT=1), the smoke uses the
 # binaries and plugins the test build just made (the gateway for the end-to-end tests,
 # wsgate-bench for its own test), rather than building them again with other features.
@@ -57,6 +68,9 @@ trap cleanup EXIT
 # prints. Each `listening X=ADDR` line's address lands in $work/NAME.X.
 start() {
     local name=$1 kind=$2; shift 2
+    # Emptied here, not only by the redirection below: that happens in the child, and
+    # until it does a restarted server's old `listening` lines would pass for its new.
+    : > "$work/$name.out"
     "$@" > "$work/$name.out" 2> "$work/$name.err" &
     pids+=($!)
     echo $! > "$work/$name.pid"
@@ -177,8 +191,90 @@ for _ in $(seq "$repeats"); do
 done
 stop relay
 
-# S8: start-up with many plugins; the servers above are stopped so it has the cores.
+# The single-node servers are done: S10 and S8 get the cores.
 for server in raw node wsgate lambda; do stop "$server"; done
+
+# S10: cluster mode. Its own Redis (no persistence, an empty folder) on a free loopback
+# port, and two gateway nodes, a and b, on bench/wsgate.toml with a [cluster] table.
+# A free port is only free until someone binds it: if redis-server loses the race (it
+# exits), try another.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+start_redis() {
+    mkdir -p "$work/redis"
+    for _ in 1 2 3 4 5; do
+        redis_port=$(free_port)
+        : > "$work/redis.out"
+        redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+            --dir "$work/redis" > "$work/redis.out" 2>&1 &
+        pids+=($!)
+        echo $! > "$work/redis.pid"
+        for _ in $(seq 1 500); do
+            if grep -q "Ready to accept connections" "$work/redis.out"; then return; fi
+            kill -0 "$(pid redis)" 2>/dev/null || break
+            sleep 0.02
+        done
+        if grep -q "Address already in use" "$work/redis.out"; then
+            wait "$(pid redis)" 2>/dev/null || true
+            continue
+        fi
+        echo "bench: redis-server did not start on 127.0.0.1:$redis_port:" >&2
+        cat "$work/redis.out" >&2
+        exit 1
+    done
+    echo "bench: redis-server found five free ports taken before it could bind them" >&2
+    exit 1
+}
+# Waits (boundedly) until node $1's /health says OK: registered in Redis, inbox subscribed.
+cluster_ready() {
+    local health=""
+    for _ in $(seq 1 500); do
+        health=$(curl -s --max-time 1 "http://$(cat "$work/$1.admin")/health" || true)
+        [ "$health" = OK ] && return
+        sleep 0.02
+    done
+    echo "bench: node $1 did not join the cluster; /health said: ${health:-nothing}" >&2
+    cat "$work/$1.err" >&2
+    exit 1
+}
+start_redis
+echo "bench: S10 Redis on 127.0.0.1:$redis_port" >&2
+for node in a b; do
+    cp "$config" "$work/cluster-$node.toml"
+    printf '\n[cluster]\nredis_url = "redis://127.0.0.1:%s"\nnode_id = "%s"\n' \
+        "$redis_port" "$node" >> "$work/cluster-$node.toml"
+    start "node-$node" admin "$gateway" serve --config "$work/cluster-$node.toml"
+done
+for node in a b; do cluster_ready "node-$node"; done
+a_ws=$(cat "$work/node-a.ws") b_ws=$(cat "$work/node-b.ws")
+a_admin=$(cat "$work/node-a.admin") b_admin=$(cat "$work/node-b.admin")
+# The management API with the WebSockets on node a, posted to through a's own admin
+# listener (same-node, as S6) and through b's (cross-node: every post goes through
+# Redis to a's inbox and back); then the fan-out plugin's broadcast to a room whose
+# receivers are all on a, and to one whose receivers are split over a and b (the sender
+# on a). $repeats times, taking turns; each broadcast run in a room of its own, so
+# the connections of the one before, still closing, are not in it.
+for _ in $(seq "$repeats"); do
+    timed "S10 same-node" node-a manage --url "http://$a_admin/bench" --connections 16 --size 64 \
+        --ws-url "ws://$a_ws/bench/id" --bearer bench-key
+    timed "S10 cross-node" node-b manage --url "http://$b_admin/bench" --connections 16 --size 64 \
+        --ws-url "ws://$a_ws/bench/id" --bearer bench-key
+done
+for i in $(seq "$repeats"); do
+    echo "bench: S10 broadcast one node" >&2
+    "$bench" broadcast --url "ws://$a_ws/bench/room/s10-one-$i" --connections "$room" \
+        --rounds "$rounds" --label "S10 broadcast one node" --json >> "$results"
+    echo "bench: S10 broadcast two nodes" >&2
+    "$bench" broadcast --url "ws://$a_ws/bench/room/s10-two-$i" \
+        --split-url "ws://$b_ws/bench/room/s10-two-$i" --connections "$room" \
+        --rounds "$rounds" --label "S10 broadcast two nodes" --json >> "$results"
+done
+# What the nodes logged at warning level or above, for the reader of the log.
+grep -hE ' (WARN|ERROR) ' "$work/node-a.err" "$work/node-b.err" | sed 's/^/bench: S10 node log: /' | tail -20 >&2 || true
+for server in node-a node-b redis; do stop "$server"; done
+
+# S8: start-up with many plugins, alone on the machine.
 # S8 copies echo $plugins times; "S8 mix" starts six different plugins once each, to show
 # what the function cache saves when the code really differs.
 echo "bench: S8" >&2

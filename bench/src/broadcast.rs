@@ -2,6 +2,10 @@
 //! to every other one. The figure is the time from the send to the last delivery.
 //!
 //! Rounds run one after another, so each measures an idle gateway fanning out once.
+//!
+//! With a split URL (the same room on another node of a cluster), half of the receivers
+//! connect there and the sender and the other half to the first URL: the broadcast must
+//! cross to the other node, and a round still ends only when every receiver has it.
 
 use std::time::{Duration, Instant};
 
@@ -21,6 +25,8 @@ const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct BroadcastReport {
     /// Receivers per round.
     pub receivers: usize,
+    /// Of them, those connected to the split URL.
+    pub split_receivers: usize,
     /// Rounds completed.
     pub rounds: u64,
     /// Send to last delivery, microseconds.
@@ -38,14 +44,18 @@ impl BroadcastReport {
                 "{}",
                 serde_json::json!({
                     "label": label, "unit": "broadcasts", "receivers": self.receivers,
-                    "rounds": self.rounds,
+                    "split_receivers": self.split_receivers, "rounds": self.rounds,
                     "last_delivery_us": { "p50": q(&self.last, 0.5), "p99": q(&self.last, 0.99), "max": self.last.max() },
                     "first_delivery_us": { "p50": q(&self.first, 0.5) },
                 })
             );
         } else {
+            let split = match self.split_receivers {
+                0 => String::new(),
+                n => format!(" ({n} on the split URL)"),
+            };
             println!(
-                "{label}: broadcast to {} connections, {} rounds: last delivery p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; first delivery p50 {:.2} ms",
+                "{label}: broadcast to {} connections{split}, {} rounds: last delivery p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; first delivery p50 {:.2} ms",
                 self.receivers,
                 self.rounds,
                 q(&self.last, 0.5) as f64 / 1e3,
@@ -57,15 +67,29 @@ impl BroadcastReport {
     }
 }
 
-/// Opens `connections` to `url` (one sender, the rest receivers) and runs `rounds`.
-pub async fn run(url: &str, connections: usize, rounds: u64) -> anyhow::Result<BroadcastReport> {
+/// Opens `connections` (one sender, the rest receivers) and runs `rounds`. All connect to
+/// `url`, or with `split_url` half of the receivers connect there instead.
+pub async fn run(
+    url: &str,
+    split_url: Option<&str>,
+    connections: usize,
+    rounds: u64,
+) -> anyhow::Result<BroadcastReport> {
     if connections < 2 {
         bail!("a broadcast needs at least 2 connections: one sender and a receiver");
     }
     raise_open_files_limit()?;
     let config = WebSocketConfig::default().read_buffer_size(4096);
-    let mut clients = open_many(url, connections, config).await?;
+    let split_receivers = if split_url.is_some() {
+        (connections - 1) / 2
+    } else {
+        0
+    };
+    let mut clients = open_many(url, connections - split_receivers, config).await?;
     let mut sender = clients.pop().expect("at least two connections");
+    if let Some(split_url) = split_url {
+        clients.extend(open_many(split_url, split_receivers, config).await?);
+    }
     let receivers = clients.len();
     // Every receiver reports the round it saw and when.
     let (seen_tx, mut seen) = mpsc::unbounded_channel::<(u64, Instant)>();
@@ -86,6 +110,7 @@ pub async fn run(url: &str, connections: usize, rounds: u64) -> anyhow::Result<B
 
     let mut report = BroadcastReport {
         receivers,
+        split_receivers,
         rounds: 0,
         last: histogram(),
         first: histogram(),

@@ -7,7 +7,8 @@
 //!   repeats. Reports connects/s.
 //! - `idle`: holds many idle connections and reports the server's RSS per connection.
 //! - `broadcast`: one connection's message fanned out by a plugin to all the others;
-//!   reports the time to the last delivery.
+//!   reports the time to the last delivery. With `--split-url`, half of the receivers
+//!   are on another node of a cluster.
 //! - `manage`: management API `POST @connections/{id}` load over keep-alive.
 //! - `startup`: gateway start-up with many plugins, cold and warm compile cache.
 //! - `echo-server`: a raw tokio-tungstenite echo server, the practical ceiling; with
@@ -119,6 +120,10 @@ enum Command {
         /// A room route whose plugin relays each message to the other connections.
         #[arg(long)]
         url: String,
+        /// The same room on another node of a cluster: half of the receivers connect here
+        /// instead of to `--url` (the sender stays on `--url`).
+        #[arg(long, value_name = "URL")]
+        split_url: Option<String>,
         /// Connections in the room, the sender included.
         #[arg(long, default_value_t = 10_001)]
         connections: usize,
@@ -225,11 +230,12 @@ async fn main() -> anyhow::Result<()> {
             .print(&label, json),
         Command::Broadcast {
             url,
+            split_url,
             connections,
             rounds,
             label,
             json,
-        } => broadcast::run(&url, connections, rounds)
+        } => broadcast::run(&url, split_url.as_deref(), connections, rounds)
             .await?
             .print(&label, json),
         Command::Manage {

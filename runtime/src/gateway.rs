@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::cluster::{Cluster, ClusterRegistry};
 use crate::config::{AdminConfig, Config, ConfigError, GlobalLimits};
 use crate::credentials::Keys;
 use crate::metrics::Metrics;
 use crate::plugin::{
     EngineError, Grants, Host, Loader, Outbound, Plugin, PluginScope, TenantQuota,
 };
-use crate::registry::LocalRegistry;
+use crate::registry::{LocalRegistry, Registry};
 use crate::tenant::{Route, Tenant};
 
 /// Why a gateway could not be built.
@@ -29,6 +30,9 @@ pub enum GatewayError {
     /// The wasm engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// What lives as long as the process.
@@ -52,6 +56,8 @@ pub struct Gateway {
     domain_name: Arc<std::sync::OnceLock<String>>,
     /// The main runtime, where plugins' HTTP calls run whatever lane their event is on.
     runtime: tokio::runtime::Handle,
+    /// This node's membership of a cluster, in cluster mode.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// What a reload replaces: one config's tenants with their plugins loaded.
@@ -127,6 +133,7 @@ impl Gateway {
                     "the gateway must start inside a tokio runtime".into(),
                 ))
             })?,
+            cluster: config.cluster.as_ref().map(Cluster::new).transpose()?,
         };
         let snapshot = gateway.build(config)?;
         gateway.swap(snapshot);
@@ -180,7 +187,7 @@ impl Gateway {
                 let scope = PluginScope {
                     tenant: id.as_str().into(),
                     plugin: name.as_str().into(),
-                    registry: Arc::new(registry.clone()),
+                    registry: registry.clone(),
                     config: plugin_config.config.clone().into_iter().collect(),
                     grants: Grants::from_config(plugin_config),
                     max_message_bytes: tenant_config.limits.max_message_bytes,
@@ -202,7 +209,7 @@ impl Gateway {
                 id,
                 tenant_config,
                 &plugins,
-                Arc::new(registry),
+                registry,
                 self.tenant_slots(id),
                 metrics,
             ));
@@ -261,13 +268,33 @@ impl Gateway {
         registries.values().map(LocalRegistry::len).sum()
     }
 
-    /// The registry of tenant `id`, made on first use and kept for the process's life.
-    fn registry(&self, id: &str, metrics: &crate::metrics::TenantMetrics) -> LocalRegistry {
+    /// The registry of tenant `id`: its connections on this node, made on first use
+    /// and kept for the process's life, and in a cluster the verbs across nodes.
+    fn registry(&self, id: &str, metrics: &crate::metrics::TenantMetrics) -> Arc<dyn Registry> {
         let mut registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
-        registries
+        let local = registries
             .entry(id.into())
-            .or_insert_with(|| LocalRegistry::new(metrics.connections_gauge()))
-            .clone()
+            .or_insert_with(|| match &self.cluster {
+                Some(cluster) => cluster.local_registry(id, metrics.connections_gauge()),
+                None => LocalRegistry::new(metrics.connections_gauge()),
+            })
+            .clone();
+        match &self.cluster {
+            Some(cluster) => Arc::new(ClusterRegistry::new(id, local, cluster.clone())),
+            None => Arc::new(local),
+        }
+    }
+
+    /// This node's membership of a cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Why this node is degraded (cut off from the cluster's Redis), or `None`.
+    pub fn degraded(&self) -> Option<String> {
+        let reason = self.cluster.as_ref()?.degraded();
+        self.metrics.cluster_degraded(reason.is_some());
+        reason
     }
 }
 

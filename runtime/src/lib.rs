@@ -32,6 +32,8 @@
 //! - [`admin`]: the admin listener: health, metrics, AWS `@connections` and Yandex
 //!   connection APIs.
 //! - [`client`]: a management API client (bearer or SigV4), used by the CLI.
+//! - [`cluster`]: cluster mode: the registry across nodes through Redis, node inboxes,
+//!   heartbeats and the sweep of dead nodes.
 //!
 //! [`run`] takes bound listeners and a shutdown token from the caller, so tests can bind
 //! port 0 and stop the gateway cleanly.
@@ -39,6 +41,7 @@
 pub mod admin;
 pub mod client;
 pub mod close;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod frame_gate;
@@ -78,6 +81,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     gateway.publish_admin_address(admin.local_addr()?);
+    if let Some(cluster) = gateway.cluster() {
+        cluster.start(gateway.clone(), shutdown.clone());
+    }
     let ws_task = tokio::spawn(server::serve(ws, gateway.clone(), shutdown.clone()));
     let admin_task = tokio::spawn(admin::listener::serve(
         admin,
@@ -96,6 +102,9 @@ pub async fn run(
     .await;
     if drained.is_err() {
         tracing::warn!("shutdown: some connections did not finish closing in time");
+    }
+    if let Some(cluster) = gateway.cluster() {
+        cluster.leave().await;
     }
     Ok(())
 }

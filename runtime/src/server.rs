@@ -20,7 +20,7 @@ use crate::handshake::{self, ReadError, Refusal, Request};
 use crate::lazy_read::LazyReadStream;
 use crate::metrics::Limit;
 use crate::plugin::ConnectResponse;
-use crate::registry::{Attachment, ConnectionMeta, new_connection_id, now_ms};
+use crate::registry::{Attachment, ConnectionMeta, now_ms};
 use crate::socket::{self, RouteRef};
 use crate::socket_io;
 use crate::tenant::{Route, Tenant};
@@ -254,7 +254,8 @@ async fn accept(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> O
         }
     };
     if request.path() == "/health" {
-        handshake::respond(&mut stream, &Refusal::new(200, "OK")).await;
+        let body = crate::admin::health_text(gateway);
+        handshake::respond(&mut stream, &Refusal::new(200, body)).await;
         return None;
     }
     if request.uri.len() > limits.max_uri_bytes {
@@ -293,6 +294,24 @@ async fn upgrade(
     meta: ConnectionMeta,
     key: &str,
 ) -> Option<(WebSocketStream<LazyReadStream>, Attachment)> {
+    // The cluster-wide cap, like the node's, is taken before `$connect` runs.
+    let admission = match tenant
+        .registry
+        .admit(&meta.id, tenant.limits.max_connections)
+        .await
+    {
+        Ok(admission) => admission,
+        Err(_) => {
+            tenant.metrics.limit_hit(Limit::MaxConnections);
+            let refusal = Refusal::new(
+                429,
+                "the tenant is at its connection limit across the cluster; retry later\n",
+            );
+            tenant.metrics.refused(refusal.status);
+            handshake::respond(&mut stream, &refusal).await;
+            return None;
+        }
+    };
     let (mut meta, accept_headers) = match run_connect(route, meta).await {
         Ok(accepted) => accepted,
         Err(refusal) => {
@@ -309,6 +328,7 @@ async fn upgrade(
         .registry
         .attach(meta, tenant.limits.outbound_queue_bytes)
         .await;
+    admission.attached();
     let response = handshake::switching_protocols(
         key,
         connection.meta().subprotocol.as_deref(),
@@ -389,7 +409,7 @@ fn prepare(
         .map(|q| form_urlencoded::parse(q.as_bytes()).collect())
         .unwrap_or_default();
     let meta = ConnectionMeta {
-        id: new_connection_id(),
+        id: tenant.registry.new_id(),
         tenant: tenant.id.clone(),
         route: route.template.clone(),
         path: path.to_owned(),

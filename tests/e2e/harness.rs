@@ -63,6 +63,11 @@ impl Logs {
         })
     }
 
+    /// Every line so far, one per line (for a failure message).
+    pub fn all(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
     /// How many log lines so far satisfy `pred`.
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
         self.lines
@@ -280,6 +285,31 @@ impl Gateway {
             logs,
             _dir: dir,
         }
+    }
+
+    /// Sends `signal` (`libc::SIGTERM` for a graceful shutdown, `libc::SIGKILL` for a
+    /// crash) to a binary gateway and waits up to [`WAIT`] for it to exit; returns how
+    /// it exited.
+    pub async fn signal(&mut self, signal: libc::c_int) -> std::process::ExitStatus {
+        let Running::Process(child) = &mut self.running else {
+            panic!("an in-process gateway cannot be signalled: use start_binary");
+        };
+        let pid = child.id().expect("the gateway is still running");
+        // SAFETY: kill(2) touches no memory of ours; `pid` is our child, not yet reaped
+        // (tokio reaps it only in `wait`), so it cannot name another process.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(
+            sent,
+            0,
+            "kill({pid}, {signal}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+        tokio::time::timeout(WAIT, child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the gateway did not exit within {WAIT:?} of signal {signal}")
+            })
+            .expect("waiting for the gateway")
     }
 
     /// The Prometheus text of `GET /metrics` on the admin listener, as the operator.

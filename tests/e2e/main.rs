@@ -3,6 +3,7 @@
 
 mod backend;
 mod harness;
+mod redis;
 
 mod admin_api;
 mod admin_limits;
@@ -12,6 +13,7 @@ mod broadcast;
 mod cache;
 mod chat;
 mod cli;
+mod cluster;
 mod config_errors;
 mod connection_memory;
 mod descriptors;

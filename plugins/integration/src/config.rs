@@ -24,8 +24,7 @@ impl Shape {
     }
 }
 
-/// Everything read from the config, once per event (instances may be thrown away, so
-/// nothing is cached across events).
+/// Everything read from the config, once per instance.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The backend URL every event is POSTed to.

@@ -13,8 +13,9 @@
 //! refuses every `$connect` with 500 and logs which key is wrong. The full contracts
 //! are in `docs/integrations.md`.
 //!
-//! Nothing is kept between events: the config is read per event, and the only
-//! per-connection state (an authorizer's verdict) lives in the connection's context.
+//! The config is read once per instance (it cannot change under a running instance: a
+//! new config comes with new instances); the only per-connection state (an
+//! authorizer's verdict) lives in the connection's context, never in the instance.
 
 mod authorizer;
 mod aws;
@@ -39,9 +40,11 @@ use wsgate_sdk::{
 /// The integration handler.
 pub struct Integration;
 
-/// The config, or `None` after logging what is wrong with it.
-fn config(event: &str) -> Option<Config> {
-    match Config::load() {
+/// The config, read at the instance's first event, or `None` after logging what is
+/// wrong with it.
+fn config(event: &str) -> Option<&'static Config> {
+    static CONFIG: std::sync::OnceLock<Result<Config, String>> = std::sync::OnceLock::new();
+    match CONFIG.get_or_init(Config::load) {
         Ok(config) => Some(config),
         Err(why) => {
             log::error(&format!("{why} (event {event})"));
@@ -82,9 +85,9 @@ impl Plugin for Integration {
             return failure::internal_error();
         };
         match config.shape {
-            Shape::Aws => aws::on_connect(&config, &info),
-            Shape::Yandex => yandex::on_connect(&config, &info),
-            Shape::West => west::on_connect(&config, &info),
+            Shape::Aws => aws::on_connect(config, &info),
+            Shape::Yandex => yandex::on_connect(config, &info),
+            Shape::West => west::on_connect(config, &info),
         }
     }
 
@@ -93,9 +96,9 @@ impl Plugin for Integration {
             return Some(failure::error_frame(&event.connection_id, &ids::aws()));
         };
         match config.shape {
-            Shape::Aws => aws::on_message(&config, &event),
-            Shape::Yandex => yandex::on_message(&config, &event),
-            Shape::West => west::on_message(&config, &event),
+            Shape::Aws => aws::on_message(config, &event),
+            Shape::Yandex => yandex::on_message(config, &event),
+            Shape::West => west::on_message(config, &event),
         }
     }
 
@@ -104,9 +107,9 @@ impl Plugin for Integration {
             return;
         };
         match config.shape {
-            Shape::Aws => aws::on_disconnect(&config, &event),
-            Shape::Yandex => yandex::on_disconnect(&config, &event),
-            Shape::West => west::on_disconnect(&config, &event),
+            Shape::Aws => aws::on_disconnect(config, &event),
+            Shape::Yandex => yandex::on_disconnect(config, &event),
+            Shape::West => west::on_disconnect(config, &event),
         }
     }
 }

@@ -77,6 +77,8 @@ const MAX_AUTHORIZATION_BYTES: usize = 4096;
 /// life, across snapshots).
 pub struct Authenticator {
     replays: ReplayCache,
+    /// In a cluster, where signed writes are also remembered for every node.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     failures: FailureLimiter,
     metrics: Arc<Metrics>,
     /// The sampled warning about refused credentials.
@@ -145,6 +147,7 @@ impl Authenticator {
             .allow_burst(at_least_one(admin.auth_failure_burst));
         Authenticator {
             replays: ReplayCache::new(admin.replay_cache_signatures),
+            cluster: None,
             failures: FailureLimiter::new(quota, admin.auth_failure_sources),
             metrics,
             log: Mutex::default(),
@@ -214,9 +217,19 @@ impl Authenticator {
         ))
     }
 
+    /// Remembers signed writes across the cluster too, so that one replayed to another
+    /// node is refused.
+    pub fn in_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Authenticator {
+        self.cluster = cluster;
+        self
+    }
+
     /// Forgets a remembered signed write that failed, so that a retry of it is accepted.
     pub fn forget(&self, key: &ReplayKey) {
         self.replays.forget(key);
+        if let Some(cluster) = &self.cluster {
+            cluster.forget_signature(key.tenant(), &key.hex());
+        }
     }
 
     /// Refuses a source past its failed-authentication limit, without looking further.
@@ -339,6 +352,16 @@ impl Authenticator {
                 }
             })?)
         };
+        if let (Some(cluster), Some(key)) = (&self.cluster, &replay_key)
+            && !cluster
+                .first_use_of_signature(key.tenant(), &key.hex())
+                .await
+        {
+            return Err(Refusal::with(
+                AuthFailure::Replay,
+                "this signed request was already used on another node of the cluster: sign every request anew (replay refused)",
+            ));
+        }
         Ok(Authenticated {
             tenant,
             body,

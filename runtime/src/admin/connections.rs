@@ -24,6 +24,7 @@ pub enum FrameType {
 pub async fn find(tenant: &Tenant, id: &str) -> Result<ConnectionInfo, ApiError> {
     match tenant.registry.info(id).await {
         Ok(info) if !info.closing => Ok(info),
+        Err(DeliveryError::Unavailable(why)) => Err(ApiError::Unavailable(why)),
         _ => Err(gone(id)),
     }
 }
@@ -70,12 +71,20 @@ pub async fn post(
                 "the client's outbound queue is full: it is not reading fast enough; retry later"
                     .into(),
             ),
+            DeliveryError::Unavailable(why) => ApiError::Unavailable(why),
         })
 }
 
 /// Closes the connection.
 pub async fn close(tenant: &Tenant, id: &str, close: Close) -> Result<(), ApiError> {
-    tenant.registry.close(id, close).await.map_err(|_| gone(id))
+    tenant
+        .registry
+        .close(id, close)
+        .await
+        .map_err(|err| match err {
+            DeliveryError::Unavailable(why) => ApiError::Unavailable(why),
+            _ => gone(id),
+        })
 }
 
 /// Reads `code` and `reason` from a DELETE's query (default 1000, ""), under the one
@@ -218,7 +227,7 @@ pub async fn list(tenant: &Tenant, query: &Query) -> Result<Value, ApiError> {
         after: query.get("nextToken").map(str::to_owned),
         limit: Some(limit),
     };
-    let page = tenant.registry.list(&filter, request).await;
+    let page = tenant.registry.list(&filter, request).await?;
     let items: Vec<Value> = page
         .items
         .iter()

@@ -38,6 +38,16 @@ pub enum ApiError {
     /// The path exists but not with this method.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// In a cluster, the node holding the connection or Redis did not answer in time;
+    /// nothing was done (503, so a retry is safe).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<crate::registry::Unavailable> for ApiError {
+    fn from(err: crate::registry::Unavailable) -> Self {
+        ApiError::Unavailable(err.0)
+    }
 }
 
 impl ApiError {
@@ -52,6 +62,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -64,6 +75,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BadRequestException",
             ApiError::NotFound(_) => "NotFoundException",
             ApiError::MethodNotAllowed(_) => "MethodNotAllowedException",
+            ApiError::Unavailable(_) => "ServiceUnavailableException",
         }
     }
 
@@ -104,6 +116,7 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, 8)
             }
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, 12),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, 14),
         };
         let body = serde_json::json!({ "code": code, "message": self.to_string(), "details": [] });
         let mut response = (status, axum::Json(body)).into_response();

@@ -52,10 +52,21 @@ struct Admin {
     gateway: Arc<Gateway>,
 }
 
+/// The health answer: `OK`, or in a cluster cut off from its Redis `degraded: <why>`,
+/// still with 200, since the node serves its own clients and a load balancer must not
+/// pull it.
+pub fn health_text(gateway: &crate::Gateway) -> String {
+    match gateway.degraded() {
+        None => "OK".into(),
+        Some(reason) => format!("degraded: {reason}"),
+    }
+}
+
 /// The admin router. The limits on failed authentications and on remembered
 /// signatures are read from the snapshot in force now, and kept across reloads.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let auth = Authenticator::new(&gateway.snapshot().admin, gateway.metrics.clone());
+    let auth = Authenticator::new(&gateway.snapshot().admin, gateway.metrics.clone())
+        .in_cluster(gateway.cluster().cloned());
     let admin = Arc::new(Admin { auth, gateway });
     Router::new().fallback(dispatch).with_state(admin)
 }
@@ -133,7 +144,7 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         // West Connectivity's solution health check answers the same, so its monitors
         // work unchanged.
         ["health"] | ["api", "v1", "solution", "health"] if call.method == Method::GET => {
-            return "OK".into_response();
+            return health_text(&admin.gateway).into_response();
         }
         ["metrics"] if call.method == Method::GET => {
             if let Err(error) =
@@ -143,6 +154,8 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
             {
                 return error.aws();
             }
+            // Brings `wsgate_cluster_degraded` up to date.
+            admin.gateway.degraded();
             let text = admin.gateway.metrics.encode();
             return ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response();
         }
@@ -283,7 +296,7 @@ async fn aws_collection(caller: &Caller<'_>, tenant: &str) -> Result<Response, A
         return Ok(axum::Json(connections::list(&tenant, &call.query).await?).into_response());
     }
     let close = connections::close_params(&call.query)?;
-    let closed = tenant.registry.close_all(close).await;
+    let closed = tenant.registry.close_all(close).await?;
     Ok(axum::Json(json!({ "closed": closed })).into_response())
 }
 

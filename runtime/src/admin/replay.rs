@@ -44,6 +44,18 @@ pub struct ReplayKey {
     digest: Digest,
 }
 
+impl ReplayKey {
+    /// The tenant that signed.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The remembered digest in hex: its name across a cluster.
+    pub fn hex(&self) -> String {
+        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// Why a signed write is not taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {

@@ -17,9 +17,9 @@ mod validate;
 
 pub use origin::Origin;
 pub use schema::{
-    Access, AdminConfig, AwsCredential, CONNECT_KEY, CompileConfig, Config, Credentials,
-    DEFAULT_KEY, DISCONNECT_KEY, GlobalLimits, Listen, PluginConfig, PluginLimits, RouteConfig,
-    TenantConfig, TenantLimits, default_cache_dir,
+    Access, AdminConfig, AwsCredential, CONNECT_KEY, ClusterConfig, CompileConfig, Config,
+    Credentials, DEFAULT_KEY, DISCONNECT_KEY, GlobalLimits, Listen, PluginConfig, PluginLimits,
+    RouteConfig, TenantConfig, TenantLimits, default_cache_dir,
 };
 pub use secret::Secret;
 

@@ -27,6 +27,9 @@ pub struct Config {
     /// The admin listener's own limits.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Cluster mode: absent, the gateway is one node on its own.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// The tenants, by id. The id is the first path segment of their public URLs.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The directory relative plugin paths are resolved against (the config file's).
@@ -104,6 +107,57 @@ impl Default for AdminConfig {
             tenant_hosts: BTreeMap::new(),
         }
     }
+}
+
+/// Cluster mode: nodes sharing one Redis act as one gateway. Read at start-up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://` for TLS, or
+    /// `{ env = "VARIABLE" }`. Required (an `Option` only so that its absence is
+    /// reported by name).
+    #[serde(default)]
+    pub redis_url: Option<super::Secret>,
+    /// This node's id (1 to 32 letters, digits, '-' or '_'); generated at start when
+    /// absent. Every connection id names its node, so a send goes straight there.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// What every key and channel in Redis starts with, so clusters can share a Redis.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// How long a node waits for another node's answer (then 503).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How often a node renews its heartbeat.
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// A node whose heartbeat is older than this is dead: its connections are swept.
+    #[serde(default = "default_node_timeout", with = "humantime_serde")]
+    pub node_timeout: Duration,
+    /// How often each node looks for dead nodes. A dead node's connections are gone
+    /// within `node_timeout + sweep_interval`.
+    #[serde(default = "default_sweep_interval", with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+fn default_key_prefix() -> String {
+    "wsgate".into()
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_node_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_sweep_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// Listening addresses. Port 0 picks a free port; the bound addresses are printed.
@@ -403,7 +457,9 @@ pub struct PluginLimits {
     /// Wall-clock budget of one event; the guest is interrupted past it.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Idle instances kept warm for reuse.
+    /// Idle instances kept warm for reuse. As many as `max_instances` by default: a
+    /// plugin waiting on a backend has as many events in flight as it has connections
+    /// waiting, and each event past the pool pays for a new instance.
     pub pool_size: usize,
     /// An instance whose linear memory grew past this is dropped after its event
     /// rather than kept warm, so the pool never holds what one event grew it to.
@@ -445,7 +501,7 @@ impl Default for PluginLimits {
         Self {
             memory_bytes: 16 << 20,
             timeout: Duration::from_millis(100),
-            pool_size: 16,
+            pool_size: 64,
             pool_memory_bytes: 4 << 20,
             max_instances: 64,
             max_host_calls: 100_000,
@@ -544,7 +600,7 @@ mod tests {
         let limits = &plugin.limits;
         assert_eq!(limits.memory_bytes, 16 << 20);
         assert_eq!(limits.timeout, Duration::from_millis(100));
-        assert_eq!(limits.pool_size, 16);
+        assert_eq!(limits.pool_size, 64);
         assert_eq!(limits.pool_memory_bytes, 4 << 20);
         assert_eq!(limits.max_instances, 64);
         assert_eq!(limits.max_host_calls, 100_000);

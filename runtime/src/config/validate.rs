@@ -15,6 +15,69 @@ const MAX_OUTBOUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub const RESERVED_CONFIG_PREFIX: &str = "wsgate.";
 
 impl Config {
+    /// The `[cluster]` section: a usable Redis URL, a node id fit for connection ids,
+    /// and timings that let a live node keep its heartbeat.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let Some(url) = &cluster.redis_url else {
+            return Err(self.invalid(
+                "cluster.redis_url",
+                "missing: cluster mode needs the shared Redis, e.g. redis_url = \"redis://127.0.0.1:6379\"",
+            ));
+        };
+        if let Err(err) = redis::Client::open(url.expose()) {
+            return Err(self.invalid(
+                "cluster.redis_url",
+                format!("not a usable Redis URL ({err}); write e.g. \"redis://127.0.0.1:6379\" or \"rediss://user:password@host:6380/0\""),
+            ));
+        }
+        if let Some(node) = &cluster.node_id
+            && !crate::cluster::valid_node_id(node)
+        {
+            return Err(self.invalid(
+                "cluster.node_id",
+                format!("{node:?}: a node id is 1 to 32 letters, digits, '-' or '_' (it ends every connection id of the node)"),
+            ));
+        }
+        if cluster.key_prefix.is_empty()
+            || cluster.key_prefix.len() > 64
+            || cluster
+                .key_prefix
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(self.invalid(
+                "cluster.key_prefix",
+                "1 to 64 characters without spaces, e.g. \"wsgate\"",
+            ));
+        }
+        for (name, value) in [
+            ("request_timeout", cluster.request_timeout),
+            ("heartbeat_interval", cluster.heartbeat_interval),
+            ("node_timeout", cluster.node_timeout),
+            ("sweep_interval", cluster.sweep_interval),
+        ] {
+            if value < std::time::Duration::from_millis(10) {
+                return Err(self.invalid(
+                    format!("cluster.{name}"),
+                    "must be at least 10ms, e.g. \"2s\"",
+                ));
+            }
+        }
+        if cluster.node_timeout < cluster.heartbeat_interval * 3 {
+            return Err(self.invalid(
+                "cluster.node_timeout",
+                format!(
+                    "{:?} is less than three heartbeats ({:?} each): a live node would be taken for dead; raise it or shorten cluster.heartbeat_interval",
+                    cluster.node_timeout, cluster.heartbeat_interval
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks what serde cannot: ids, uniqueness, ranges, files and references.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.tenants.is_empty() {
@@ -61,6 +124,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_cluster()?;
         let mut hosts = HashSet::new();
         let mut keys = HashSet::new();
         for secret in &self.admin.bearer_keys {
@@ -349,7 +413,46 @@ fn valid_tenant_id(id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::testing::{MINIMAL, error};
+    use crate::config::testing::{MINIMAL, error, parse};
+
+    /// A bad `[cluster]` stops start-up naming the key; a good one gets its defaults.
+    #[test]
+    fn cluster_settings_are_checked() {
+        let cluster = |lines: &str| format!("{MINIMAL}\n[cluster]\n{lines}\n");
+        let config = parse(&cluster("redis_url = \"redis://127.0.0.1:6379\"")).unwrap();
+        let settings = config.cluster.expect("cluster mode");
+        assert_eq!(settings.node_id, None);
+        assert_eq!(settings.key_prefix, "wsgate");
+        assert_eq!(settings.request_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(settings.node_timeout, std::time::Duration::from_secs(10));
+        for (lines, key, says) in [
+            ("redis_url = \"http://x\"", "cluster.redis_url", "Redis URL"),
+            (
+                "redis_url = \"redis://h\"\nnode_id = \"a.b\"",
+                "cluster.node_id",
+                "letters",
+            ),
+            (
+                "redis_url = \"redis://h\"\nkey_prefix = \"has space\"",
+                "cluster.key_prefix",
+                "without spaces",
+            ),
+            (
+                "redis_url = \"redis://h\"\nrequest_timeout = \"0s\"",
+                "cluster.request_timeout",
+                "at least 10ms",
+            ),
+            (
+                "redis_url = \"redis://h\"\nheartbeat_interval = \"5s\"\nnode_timeout = \"10s\"",
+                "cluster.node_timeout",
+                "three heartbeats",
+            ),
+            ("node_id = \"a\"", "redis_url", "missing"),
+        ] {
+            let err = error(&cluster(lines));
+            assert!(err.contains(key) && err.contains(says), "{lines}: {err}");
+        }
+    }
 
     #[test]
     fn duplicate_route_is_refused() {

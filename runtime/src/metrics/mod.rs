@@ -115,6 +115,8 @@ pub struct Metrics {
     auth_failures: Family<AuthFailureLabel, Counter>,
     outbound: Family<OutboundLabels, Counter>,
     outbound_seconds: Family<PluginName, Histogram, fn() -> Histogram>,
+    cluster_swept: Counter,
+    cluster_degraded: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -139,6 +141,8 @@ impl Metrics {
             auth_failures: Family::default(),
             outbound: Family::default(),
             outbound_seconds: Family::new_with_constructor(outbound_buckets),
+            cluster_swept: Counter::default(),
+            cluster_degraded: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -211,6 +215,16 @@ impl Metrics {
             "Time from a plugin's HTTP call to the answer's head (or the failure), waits for a turn included",
             metrics.outbound_seconds.clone(),
         );
+        registry.register(
+            "cluster_swept_connections",
+            "Connections of dead nodes that this node swept and ran $disconnect for",
+            metrics.cluster_swept.clone(),
+        );
+        registry.register(
+            "cluster_degraded",
+            "1 while this node cannot reach the cluster's Redis (it still serves its own clients)",
+            metrics.cluster_degraded.clone(),
+        );
         Arc::new(Metrics {
             registry,
             ..metrics
@@ -223,6 +237,16 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// Counts connections of dead nodes swept by this node.
+    pub fn cluster_swept(&self, n: u64) {
+        self.cluster_swept.inc_by(n);
+    }
+
+    /// Sets whether this node is cut off from the cluster's Redis.
+    pub fn cluster_degraded(&self, degraded: bool) {
+        self.cluster_degraded.set(i64::from(degraded));
     }
 
     /// The metrics of one plugin.

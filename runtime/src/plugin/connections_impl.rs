@@ -13,6 +13,7 @@ impl From<DeliveryError> for HostError {
         match err {
             DeliveryError::Gone => HostError::Gone,
             DeliveryError::QueueFull => HostError::LimitExceeded,
+            DeliveryError::Unavailable(_) => HostError::Unavailable,
         }
     }
 }
@@ -46,6 +47,27 @@ impl PluginScope {
     }
 }
 
+/// How long before the event's time limit a verb that waits on other nodes gives up:
+/// the guest gets `unavailable` and time to handle it, rather than being stopped for a
+/// node or a Redis that does not answer.
+const CLUSTER_MARGIN: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Runs a registry verb; one that may wait on other nodes (a cluster) is bounded by the
+/// event's time limit and answers `unavailable` past it.
+async fn within<T>(
+    registry: &dyn crate::registry::Registry,
+    deadline: std::time::Instant,
+    verb: impl Future<Output = Result<T, HostError>>,
+) -> Result<T, HostError> {
+    if !registry.may_wait() {
+        return verb.await;
+    }
+    let until = deadline.checked_sub(CLUSTER_MARGIN).unwrap_or(deadline);
+    tokio::time::timeout_at(until.into(), verb)
+        .await
+        .unwrap_or(Err(HostError::Unavailable))
+}
+
 fn filter(filter: types::ListFilter) -> ListFilter {
     ListFilter {
         route: filter.route,
@@ -61,11 +83,12 @@ impl connections::Host for HostCall<'_> {
     ) -> wasmtime::Result<Result<(), HostError>> {
         let state = self.enter(Import::Send)?;
         let (scope, current) = (&*state.scope, &*state.event.connection);
-        Ok(async {
+        let deadline = state.event.deadline;
+        Ok(within(&*scope.registry, deadline, async {
             scope.reach(&id, current)?;
             let payload = scope.payload(message)?;
             Ok(scope.registry.send(&id, payload).await?)
-        }
+        })
         .await)
     }
 
@@ -75,11 +98,12 @@ impl connections::Host for HostCall<'_> {
     ) -> wasmtime::Result<Result<ConnectionInfo, HostError>> {
         let state = self.enter(Import::GetInfo)?;
         let (scope, current) = (&*state.scope, &*state.event.connection);
-        Ok(async {
+        let deadline = state.event.deadline;
+        Ok(within(&*scope.registry, deadline, async {
             scope.reach(&id, current)?;
             let info = scope.registry.info(&id).await?;
             Ok(convert::info(&info.meta, info.last_active_at))
-        }
+        })
         .await)
     }
 
@@ -91,11 +115,12 @@ impl connections::Host for HostCall<'_> {
     ) -> wasmtime::Result<Result<(), HostError>> {
         let state = self.enter(Import::Disconnect)?;
         let (scope, current) = (&*state.scope, &*state.event.connection);
-        Ok(async {
+        let deadline = state.event.deadline;
+        Ok(within(&*scope.registry, deadline, async {
             scope.reach(&id, current)?;
             let close = Close::requested(code, reason).map_err(|_| HostError::InvalidArgument)?;
             Ok(scope.registry.close(&id, close).await?)
-        }
+        })
         .await)
     }
 
@@ -103,15 +128,17 @@ impl connections::Host for HostCall<'_> {
         &mut self,
         list_filter: types::ListFilter,
     ) -> wasmtime::Result<Result<Vec<String>, HostError>> {
-        let scope = &*self.enter(Import::List)?.scope;
-        Ok(async {
+        let state = self.enter(Import::List)?;
+        let (scope, deadline) = (&*state.scope, state.event.deadline);
+        Ok(within(&*scope.registry, deadline, async {
             scope.reach_all()?;
             let page = scope
                 .registry
                 .list(&filter(list_filter), PageRequest::default())
-                .await;
+                .await
+                .map_err(|_| HostError::Unavailable)?;
             Ok(page.items.into_iter().map(|c| c.id.to_string()).collect())
-        }
+        })
         .await)
     }
 
@@ -121,21 +148,23 @@ impl connections::Host for HostCall<'_> {
         message: Message,
         except: Option<String>,
     ) -> wasmtime::Result<Result<u32, HostError>> {
-        let scope = &*self.enter(Import::Broadcast)?.scope;
-        Ok(async {
+        let state = self.enter(Import::Broadcast)?;
+        let (scope, deadline) = (&*state.scope, state.event.deadline);
+        Ok(within(&*scope.registry, deadline, async {
             scope.reach_all()?;
             let payload = scope.payload(message)?;
             let outcome = scope
                 .registry
                 .broadcast(&filter(list_filter), payload, except.as_deref())
-                .await;
+                .await
+                .map_err(|_| HostError::Unavailable)?;
             if outcome.full > 0 {
                 scope
                     .metrics
                     .limit_hits(Limit::QueueFull, u64::from(outcome.full));
             }
             Ok(outcome.queued)
-        }
+        })
         .await)
     }
 
@@ -164,11 +193,12 @@ impl connections::Host for HostCall<'_> {
             return Ok(Ok(state.event.context.clone()));
         }
         let (scope, current) = (&*state.scope, &*state.event.connection);
-        Ok(async {
+        let deadline = state.event.deadline;
+        Ok(within(&*scope.registry, deadline, async {
             scope.reach(&id, current)?;
             let info = scope.registry.info(&id).await?;
             Ok(info.meta.context.as_deref().map(str::to_owned))
-        }
+        })
         .await)
     }
 }

@@ -57,6 +57,11 @@ impl Host {
         config.max_wasm_stack(max_wasm_stack);
         // The async fiber stack must hold the wasm stack plus host frames.
         config.async_stack_size(max_wasm_stack + (1 << 20));
+        // `perf` names guest functions from /tmp/perf-PID.map when asked: how plugin
+        // time is profiled (docs/operations.md).
+        if std::env::var_os("WSGATE_PERF_MAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let functions = function_cache.then(Arc::<function_cache::FunctionCache>::default);
         if let Some(functions) = &functions {
             config

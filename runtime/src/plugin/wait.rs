@@ -123,7 +123,9 @@ impl poll::Host for Waiter<'_> {
 
 impl poll::HostPollable for Waiter<'_> {
     async fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
-        if !self.accounted() {
+        // Ready already (a body chunk that came with the answer): no wait to account.
+        let ready = Resource::new_borrow(pollable.rep());
+        if !self.accounted() || poll::HostPollable::ready(&mut *self.table, ready).await? {
             return poll::HostPollable::block(&mut *self.table, pollable).await;
         }
         let started = self.begin();

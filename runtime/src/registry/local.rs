@@ -14,8 +14,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 use super::{
     Broadcast, Close, ConnectionInfo, ConnectionMeta, DeliveryError, ListFilter, Listed, Page,
-    PageRequest, Payload, Registry, now_ms,
+    PageRequest, Payload, Registry, Unavailable, now_ms,
 };
+
+/// Told of every connection that leaves the registry (a cluster unregisters it).
+pub type DetachHook = Box<dyn Fn(&ConnectionMeta) + Send + Sync>;
 
 /// An open connection as the registry holds it; only this module sees it.
 #[derive(Debug)]
@@ -198,12 +201,22 @@ impl Connection {
 }
 
 /// What the registry and every attachment share.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Shared {
     connections: DashMap<Arc<str>, Arc<Connection>>,
     /// The tenant's open-connections gauge: moved only where the map changes, so it
     /// equals the number registered whatever way a connection ends.
     gauge: Gauge,
+    /// Told of each connection as it leaves.
+    on_detach: Option<DetachHook>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The in-process registry of one tenant.
@@ -215,12 +228,32 @@ pub struct LocalRegistry {
 impl LocalRegistry {
     /// An empty registry that keeps `gauge` equal to the number of its connections.
     pub fn new(gauge: Gauge) -> LocalRegistry {
+        LocalRegistry::with_hook(gauge, None)
+    }
+
+    /// Like [`LocalRegistry::new`], telling `on_detach` of every connection that leaves.
+    pub fn with_hook(gauge: Gauge, on_detach: Option<DetachHook>) -> LocalRegistry {
         LocalRegistry {
             shared: Arc::new(Shared {
                 connections: DashMap::new(),
                 gauge,
+                on_detach,
             }),
         }
+    }
+
+    /// Whether connection `id` is registered (closing ones included).
+    pub fn contains(&self, id: &str) -> bool {
+        self.shared.connections.contains_key(id)
+    }
+
+    /// The facts of every registered connection (closing ones included), unordered.
+    pub fn metas(&self) -> Vec<ConnectionMeta> {
+        self.shared
+            .connections
+            .iter()
+            .map(|entry| entry.meta.clone())
+            .collect()
     }
 
     /// How many connections are registered, without waiting.
@@ -288,7 +321,31 @@ impl Registry for LocalRegistry {
         })
     }
 
-    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Page {
+    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page, Unavailable> {
+        Ok(self.list_now(filter, page))
+    }
+
+    async fn broadcast(
+        &self,
+        filter: &ListFilter,
+        payload: Payload,
+        except: Option<&str>,
+    ) -> Result<Broadcast, Unavailable> {
+        Ok(self.broadcast_now(filter, payload, except))
+    }
+
+    async fn close_all(&self, close: Close) -> Result<usize, Unavailable> {
+        Ok(self.close_all_now(close))
+    }
+
+    async fn count(&self) -> usize {
+        self.shared.connections.len()
+    }
+}
+
+impl LocalRegistry {
+    /// A page of this node's open connections; see [`Registry::list`].
+    pub fn list_now(&self, filter: &ListFilter, page: PageRequest) -> Page {
         let after = page.after.as_deref().unwrap_or("");
         let mut items: Vec<Listed> = self
             .matching(filter)
@@ -313,7 +370,8 @@ impl Registry for LocalRegistry {
         Page { items, next }
     }
 
-    async fn broadcast(
+    /// Queues `payload` for this node's matching connections; see [`Registry::broadcast`].
+    pub fn broadcast_now(
         &self,
         filter: &ListFilter,
         payload: Payload,
@@ -329,22 +387,19 @@ impl Registry for LocalRegistry {
             match connection.send(message.clone()) {
                 Ok(()) => outcome.queued += 1,
                 Err(DeliveryError::QueueFull) => outcome.full += 1,
-                Err(DeliveryError::Gone) => {}
+                Err(_) => {}
             }
         }
         outcome
     }
 
-    async fn close_all(&self, close: Close) -> usize {
+    /// Asks this node's open connections to close; see [`Registry::close_all`].
+    pub fn close_all_now(&self, close: Close) -> usize {
         let frame = close.frame();
         self.matching(&ListFilter::default())
             .iter()
             .filter(|c| c.close(frame.clone()).is_ok())
             .count()
-    }
-
-    async fn count(&self) -> usize {
-        self.shared.connections.len()
     }
 }
 
@@ -448,6 +503,9 @@ impl Drop for Attachment {
             .is_some()
         {
             self.shared.gauge.dec();
+            if let Some(hook) = &self.shared.on_detach {
+                hook(&self.connection.meta);
+            }
         }
     }
 }
@@ -550,6 +608,7 @@ mod tests {
             registry
                 .list(&in_a, PageRequest::default())
                 .await
+                .unwrap()
                 .items
                 .len(),
             2
@@ -559,6 +618,7 @@ mod tests {
             registry
                 .list(&in_a, PageRequest::default())
                 .await
+                .unwrap()
                 .items
                 .len(),
             1
@@ -572,7 +632,8 @@ mod tests {
                     limit: Some(1),
                 },
             )
-            .await;
+            .await
+            .unwrap();
         assert_eq!(first.items.len(), 1);
         let next = first.next.clone().expect("a second page");
         let second = registry
@@ -583,7 +644,8 @@ mod tests {
                     limit: Some(1),
                 },
             )
-            .await;
+            .await
+            .unwrap();
         assert_eq!(second.items.len(), 1);
         assert!(second.next.is_none());
         assert!(
@@ -626,7 +688,8 @@ mod tests {
         };
         let outcome = registry
             .broadcast(&room, text("hi"), Some(sender.id()))
-            .await;
+            .await
+            .unwrap();
         assert_eq!(outcome, Broadcast { queued: 1, full: 1 });
         assert_eq!(peer.take_all(), [Message::text("hi")]);
         assert!(sender.take_all().is_empty());

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 pub use crate::close::Close;
-pub use local::{Attachment, LocalRegistry};
+pub use local::{Attachment, DetachHook, LocalRegistry};
 pub use meta::{ConnectionMeta, Pairs, new_connection_id, now_ms};
 
 /// A data message for a client, its payload shared rather than copied between
@@ -69,7 +69,7 @@ impl From<Payload> for Message {
 }
 
 /// Why something could not be delivered to or done with a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeliveryError {
     /// No such open connection (closed, closing, or never existed in this tenant).
     #[error("the connection is gone")]
@@ -77,7 +77,23 @@ pub enum DeliveryError {
     /// The connection's outbound queue is full: the client is not reading fast enough.
     #[error("the connection's outbound queue is full")]
     QueueFull,
+    /// In a cluster: the node holding the connection, or Redis, could not be reached
+    /// in time; nothing was done. The text says which and what to do.
+    #[error("{0}")]
+    Unavailable(String),
 }
+
+impl From<Unavailable> for DeliveryError {
+    fn from(err: Unavailable) -> Self {
+        DeliveryError::Unavailable(err.0)
+    }
+}
+
+/// A cluster-wide verb (list, broadcast, close all) could not reach every node it
+/// needed, or Redis; the text says which and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unavailable(pub String);
 
 /// A connection as `info` describes it: its facts and when the client was last heard.
 #[derive(Debug, Clone)]
@@ -148,11 +164,59 @@ pub struct Broadcast {
     pub full: u32,
 }
 
+/// A place under the tenant's cluster-wide connection cap, taken before `$connect`
+/// runs; given back when dropped, unless [`Admission::attached`] says the connection
+/// took it for its life.
+#[derive(Default)]
+pub struct Admission {
+    release: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Admission {
+    /// A place that `release` gives back.
+    pub fn releasing(release: impl FnOnce() + Send + 'static) -> Admission {
+        Admission {
+            release: Some(Box::new(release)),
+        }
+    }
+
+    /// The connection is registered: its departure gives the place back.
+    pub fn attached(mut self) {
+        self.release = None;
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(release) = self.release.take() {
+            release();
+        }
+    }
+}
+
+/// The tenant is at its cluster-wide connection cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the tenant is at its connection limit across the cluster")]
+pub struct AtCapacity;
+
 /// The connections of one tenant, as verbs. The in-process implementation is
 /// [`LocalRegistry`]; a clustered one answers the same verbs for connections held by
 /// other nodes.
 #[async_trait::async_trait]
 pub trait Registry: Send + Sync + std::fmt::Debug {
+    /// Whether verbs may wait on other nodes (a cluster); a local registry's never wait.
+    fn may_wait(&self) -> bool {
+        false
+    }
+    /// A new connection id. In a cluster it names the node, so verbs go straight there.
+    fn new_id(&self) -> std::sync::Arc<str> {
+        new_connection_id()
+    }
+    /// Takes a place for connection `id` under the tenant's cap of `max` connections
+    /// across every node (on one node, the socket's slot is the place).
+    async fn admit(&self, _id: &str, _max: usize) -> Result<Admission, AtCapacity> {
+        Ok(Admission::default())
+    }
     /// Registers a connection upgraded on this node and gives its socket task the
     /// connection's end: the outbound queue and close requests. Dropping the
     /// [`Attachment`] removes the connection.
@@ -164,16 +228,16 @@ pub trait Registry: Send + Sync + std::fmt::Debug {
     /// Describes a registered connection, closing ones included.
     async fn info(&self, id: &str) -> Result<ConnectionInfo, DeliveryError>;
     /// A page of the open connections matching `filter` (closing ones are left out).
-    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Page;
+    async fn list(&self, filter: &ListFilter, page: PageRequest) -> Result<Page, Unavailable>;
     /// Queues `payload` for every open connection matching `filter` but `except`.
     async fn broadcast(
         &self,
         filter: &ListFilter,
         payload: Payload,
         except: Option<&str>,
-    ) -> Broadcast;
+    ) -> Result<Broadcast, Unavailable>;
     /// Asks every open connection to close; returns how many will.
-    async fn close_all(&self, close: Close) -> usize;
+    async fn close_all(&self, close: Close) -> Result<usize, Unavailable>;
     /// How many connections are registered (closing ones included, until they are gone).
     async fn count(&self) -> usize;
 }

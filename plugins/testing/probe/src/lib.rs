@@ -46,6 +46,7 @@ fn error_name(err: HostError) -> &'static str {
         HostError::PayloadTooLarge => "payload-too-large",
         HostError::LimitExceeded => "limit-exceeded",
         HostError::InvalidArgument => "invalid-argument",
+        HostError::Unavailable => "unavailable",
     }
 }
 
