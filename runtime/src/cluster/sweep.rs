@@ -150,7 +150,7 @@ async fn disconnect(cluster: &Arc<Cluster>, gateway: &Arc<Gateway>, claimed: Vec
             continue;
         };
         if let Some(plugin) = route.disconnect.clone()
-            && let Some(info) = super::described(id, tenant, &facts)
+            && let Some(info) = super::membership::described(id, tenant, &facts)
         {
             let id: Arc<str> = id.as_str().into();
             jobs.push((plugin, route.template.clone(), id, info));

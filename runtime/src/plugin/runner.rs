@@ -187,7 +187,7 @@ impl Plugin {
             None => std::time::Duration::ZERO,
         };
         let turn = self.turn(deadline).await?;
-        let mut instance = self
+        let (mut instance, first_event) = self
             .checkout(connection, route, deadline, started + waits)
             .await?;
         instance.store.data_mut().place = Some(turn);
@@ -216,9 +216,10 @@ impl Plugin {
         // epoch tick can interrupt it: the call is bounded in wall time too. Cut there,
         // the call's future is dropped mid-call and `finish` drops the instance with it.
         let bound = deadline + waits + super::wait::MARGIN + WALL_GRACE;
-        let result = tokio::time::timeout_at(bound.into(), heavy::metered(&self.scope, call))
-            .await
-            .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
+        let result =
+            tokio::time::timeout_at(bound.into(), heavy::metered(&self.scope, first_event, call))
+                .await
+                .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
         self.finish(instance, result)
     }
 
@@ -235,18 +236,19 @@ impl Plugin {
         }
     }
 
-    /// Takes a warm instance or makes one, and points it at the event.
+    /// Takes a warm instance or makes one, and points it at the event; says whether
+    /// the instance is new (this is its first event).
     async fn checkout(
         &self,
         connection: &Arc<str>,
         route: &Arc<str>,
         deadline: Instant,
         waits_until: Instant,
-    ) -> Result<Instance, PluginError> {
+    ) -> Result<(Instance, bool), PluginError> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let mut instance = match pooled {
-            Some(instance) => instance,
-            None => self.instantiate(deadline).await?,
+        let (mut instance, first_event) = match pooled {
+            Some(instance) => (instance, false),
+            None => (self.instantiate(deadline).await?, true),
         };
         instance.store.data().stderr.clear_recent();
         // The budgets were reset as the instance's last event ended (`end_event`); a new
@@ -262,7 +264,7 @@ impl Plugin {
         };
         state.hooks.waits_until = waits_until;
         instance.store.set_epoch_deadline(1);
-        Ok(instance)
+        Ok((instance, first_event))
     }
 
     async fn instantiate(&self, deadline: Instant) -> Result<Instance, PluginError> {
