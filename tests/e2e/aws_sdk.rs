@@ -7,7 +7,7 @@ use std::process::Stdio;
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::harness::{Gateway, WAIT, expect_close, own_id, recv_text};
+use crate::harness::{Client, Gateway, WAIT, expect_close, own_id, recv_text};
 use crate::standard_config;
 
 fn venv_bin(name: &str) -> PathBuf {
@@ -39,17 +39,23 @@ async fn boto3_drives_the_connections_api() {
     let gateway = Gateway::start(&standard_config()).await;
     let mut client = gateway.connect("/demo/connections").await;
     let id = own_id(&mut client).await;
+    boto3_drives(&format!("http://{}/demo", gateway.admin), &mut client, &id).await;
+}
+
+/// Runs tests/e2e/aws_sdk.py (boto3) against the management `endpoint` for connection
+/// `id`, whose client is `client`, and checks each step: the post arrives, the
+/// description, the named exceptions, and the close.
+pub async fn boto3_drives(endpoint: &str, client: &mut Client, id: &str) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/aws_sdk.py");
-    let endpoint = format!("http://{}/demo", gateway.admin);
     let out = run(Command::new(venv_bin("python"))
         .arg(script)
-        .arg(&endpoint)
-        .arg(&id))
+        .arg(endpoint)
+        .arg(id))
     .await;
     let results: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
 
-    assert_eq!(recv_text(&mut client).await, "from boto3");
-    assert_eq!(results["source_ip"], "127.0.0.1");
+    assert_eq!(recv_text(client).await, "from boto3");
+    assert_eq!(results["source_ip"], "127.0.0.1", "{results}");
     assert!(
         results["connected_at"].as_str().unwrap().starts_with("20"),
         "{results}"
@@ -63,7 +69,7 @@ async fn boto3_drives_the_connections_api() {
     ] {
         assert_eq!(results[flag], true, "{flag}: {results}");
     }
-    assert_eq!(u16::from(expect_close(&mut client).await.code), 1000);
+    assert_eq!(u16::from(expect_close(client).await.code), 1000);
 }
 
 /// The AWS CLI's `apigatewaymanagementapi post-to-connection` reaches the client.

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 use wsgate::client::{Credentials, auth_headers};
 
@@ -417,17 +416,6 @@ bearer_keys = ["full-key"]
     assert_eq!(recv_text(&mut client).await.len(), 60_000);
 }
 
-/// The `python` of the virtual environment scripts/setup-tests.sh makes (boto3).
-fn venv_python() -> std::path::PathBuf {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup-tests.sh (scripts/test.sh does) to install boto3",
-        path.display()
-    );
-    path
-}
-
 /// A real AWS SDK pointed at B drives a client held by A: boto3's post_to_connection,
 /// get_connection and delete_connection, and its named exceptions (tests/e2e/aws_sdk.py,
 /// as in aws_sdk.rs but with the endpoint on the other node).
@@ -437,41 +425,7 @@ async fn boto3_on_b_drives_a_client_on_a() {
     let [a, b] = start_nodes(&redis, ["a", "b"], &standard_config()).await;
     let mut client = a.connect("/demo/connections").await;
     let id = own_id(&mut client).await;
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/aws_sdk.py");
-    let output = tokio::time::timeout(
-        WAIT * 3,
-        Command::new(venv_python())
-            .arg(script)
-            .arg(format!("http://{}/demo", b.admin))
-            .arg(&id)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("boto3 did not finish")
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "boto3 against node b failed:\n{stderr}"
-    );
-    let out = String::from_utf8_lossy(&output.stdout);
-    let results: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
-
-    assert_eq!(recv_text(&mut client).await, "from boto3");
-    assert_eq!(results["source_ip"], "127.0.0.1", "{results}");
-    for flag in [
-        "gone",
-        "too_large",
-        "wrong_secret_forbidden",
-        "other_tenant_forbidden",
-        "gone_after_delete",
-    ] {
-        assert_eq!(results[flag], true, "{flag}: {results}");
-    }
-    assert_eq!(u16::from(expect_close(&mut client).await.code), 1000);
+    crate::aws_sdk::boto3_drives(&format!("http://{}/demo", b.admin), &mut client, &id).await;
 }
 
 /// The list is the tenant's across nodes, in id order, and its `nextToken` is good on

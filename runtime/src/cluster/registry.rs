@@ -180,6 +180,12 @@ impl Registry for ClusterRegistry {
     }
 
     async fn admit(&self, id: &str, max: usize) -> Result<Admission, AtCapacity> {
+        // Cut off from Redis: the node keeps serving its own clients under its own cap,
+        // without waiting on a Redis that does not answer; the connection is written
+        // to Redis at the reconciliation after the outage.
+        if self.cluster.degraded().is_some() {
+            return Ok(Admission::default());
+        }
         let keys = self.cluster.keys();
         let mut redis = self.cluster.redis();
         let admitted: redis::RedisResult<i64> = redis::Script::new(ADMIT)
@@ -193,8 +199,6 @@ impl Registry for ClusterRegistry {
         match admitted {
             Ok(0) => return Err(AtCapacity),
             Ok(_) => {}
-            // Redis down: the node keeps serving its own clients under its own cap;
-            // the connection is written to Redis once it is back.
             Err(err) => {
                 self.cluster.redis_failed("admitting a connection", &err);
                 return Ok(Admission::default());
