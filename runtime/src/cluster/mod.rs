@@ -324,4 +324,50 @@ mod tests {
         let generated = generated_node_id();
         assert!(valid_node_id(&generated), "{generated}");
     }
+
+    /// A cluster whose Redis is never reached (the connection is made lazily).
+    fn unconnected() -> Arc<Cluster> {
+        let config: ClusterConfig =
+            toml::from_str("redis_url = \"redis://127.0.0.1:1\"\nnode_id = \"a\"").unwrap();
+        Cluster::new(&config).unwrap()
+    }
+
+    /// Past `MAX_PENDING` calls waiting for replies, a call fails at once, before it
+    /// publishes anything.
+    #[tokio::test]
+    async fn calls_past_the_pending_cap_fail_at_once() {
+        let cluster = unconnected();
+        let mut waiting = Vec::with_capacity(MAX_PENDING);
+        for id in 0..MAX_PENDING as u64 {
+            let (tx, rx) = oneshot::channel();
+            cluster.pending.insert(u64::MAX - id, tx);
+            waiting.push(rx);
+        }
+        let op = wire::Op::Info { conn: "x.b".into() };
+        match cluster.call("b", "t", op).await {
+            Err(DeliveryError::Unavailable(why)) => {
+                assert!(why.contains("waiting already"), "{why}")
+            }
+            other => panic!("expected unavailable at the cap, got {other:?}"),
+        }
+        assert_eq!(
+            cluster.pending.len(),
+            MAX_PENDING,
+            "the refused call left nothing"
+        );
+    }
+
+    /// Past `CHANGES_QUEUE` departures waiting for the writer, a departure is left to
+    /// the next reconciliation rather than queued without bound.
+    #[tokio::test]
+    async fn departures_past_the_queue_are_left_to_reconciliation() {
+        let cluster = unconnected();
+        let (tenant, id): (Arc<str>, Arc<str>) = ("t".into(), "x.a".into());
+        for _ in 0..CHANGES_QUEUE {
+            cluster.detach(&tenant, &id);
+        }
+        cluster.needs_reconcile.store(false, Ordering::Relaxed);
+        cluster.detach(&tenant, &id);
+        assert!(cluster.needs_reconcile.load(Ordering::Relaxed));
+    }
 }
