@@ -292,9 +292,7 @@ impl Gateway {
 
     /// Why this node is degraded (cut off from the cluster's Redis), or `None`.
     pub fn degraded(&self) -> Option<String> {
-        let reason = self.cluster.as_ref()?.degraded();
-        self.metrics.cluster_degraded(reason.is_some());
-        reason
+        self.cluster.as_ref()?.degraded()
     }
 }
 

@@ -154,8 +154,8 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
             {
                 return error.aws();
             }
-            // Brings `wsgate_cluster_degraded` up to date.
-            admin.gateway.degraded();
+            let degraded = admin.gateway.degraded().is_some();
+            admin.gateway.metrics.cluster_degraded(degraded);
             let text = admin.gateway.metrics.encode();
             return ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response();
         }
