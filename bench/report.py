@@ -18,6 +18,7 @@ EXPECTED = [
     "S1 raw", "S1 node", "S1 wsgate", "S2 raw", "S2 node", "S2 wsgate",
     "S3 raw", "S3 node", "S3 wsgate", "S4 raw", "S4 node", "S4 wsgate", "S4 wsgate large",
     "S5 room", "S5 room-each", "S5 raw", "S6 http", "S6 wsgate", "S7 quiet", "S7 noisy", "S8", "S8 mix",
+    "S11 quiet", "S11 flood", "S11 capped",
     "S9 relay", "S9 wsgate",
     "S10 same-node", "S10 cross-node", "S10 broadcast one node", "S10 broadcast two nodes",
 ]
@@ -60,6 +61,7 @@ def tables(by, seconds):
     s6w, s6h = by["S6 wsgate"], by["S6 http"]
     s7q, s7n = by["S7 quiet"], by["S7 noisy"]
     s8 = by["S8"]
+    s11q, s11f, s11c = by["S11 quiet"], by["S11 flood"], by["S11 capped"]
     s9w, s9r = by["S9 wsgate"], by["S9 relay"]
     p99 = lambda r: r["latency_us"]["p99"]
     # S9's load counts a reply other than the echo (an error frame) as an error: a run
@@ -82,6 +84,9 @@ def tables(by, seconds):
         ("S6 management POST", "≥ 20k/s", f"{s6w['per_sec']:.0f}/s", s6w["per_sec"] >= 20_000),
         ("S6 management POST", "p99 ≤ 5 ms", f"{p99(s6w) / 1e3:.2f} ms", p99(s6w) <= 5_000),
         ("S7 noisy neighbour", "p99 ≤ 2× quiet", f"{p99(s7n) / p99(s7q):.2f}× quiet", p99(s7n) <= 2 * p99(s7q)),
+        ("S11 flood, no quota", "quiet tenant ≥ 0.5× its quiet rate", f"{s11f['per_sec'] / s11q['per_sec']:.2f}× quiet", s11f["per_sec"] >= 0.5 * s11q["per_sec"]),
+        ("S11 flood, quota", "quiet tenant ≥ 0.5× its quiet rate", f"{s11c['per_sec'] / s11q['per_sec']:.2f}× quiet", s11c["per_sec"] >= 0.5 * s11q["per_sec"]),
+        ("S11 flood, quota", "quiet tenant p99 ≤ 3× quiet", f"{p99(s11c) / p99(s11q):.2f}× quiet", p99(s11c) <= 3 * p99(s11q)),
         # Judged without the function cache: the copies share every function, which
         # different plugins do not.
         ("S8 start-up, cold", "≤ 2 s", f"{s8['cold_unshared_s']:.2f} s with {s8['plugins']} plugins, every function compiled ({s8['cold_s']:.2f} s with the function cache)", s8["cold_unshared_s"] <= 2),
@@ -166,6 +171,22 @@ def tables(by, seconds):
         lat = r["latency_us"]
         w(f"| {label[3:]} | {r['per_sec']:.0f} msgs/s | {lat['p50']} | {lat['p99']} | {lat['p999']} | "
           f"{r.get('server', {}).get('cpu_percent', 0):.0f}% | {ratio(lat['p99'], p99(s7q))} |")
+
+    w("\n## S11: fairness between tenants\n")
+    w("Tenant `bench`'s echo, closed loop over 4 connections, first alone, then while tenant `flood`'s "
+      "echo is driven by 200 connections, closed loop, with no quota (the gateway's fair share: one "
+      "turn per core per tenant), then while tenant `capped` is driven the same way with "
+      "`tenant_message_rate = 5000`. The flooding client shares the machine's two cores with the "
+      "gateway and the measured client. "
+      + (f"Each row is the median by rate of {s11q['runs']} runs, taking turns.\n" if s11q["runs"] > 1 else "\n"))
+    w("| run | rate | p50 µs | p99 µs | p99.9 µs | server CPU | rate vs quiet | p99 vs quiet |")
+    w("|---|---|---|---|---|---|---|---|")
+    for label in ["S11 quiet", "S11 flood", "S11 capped"]:
+        r = by[label]
+        lat = r["latency_us"]
+        w(f"| {label[4:]} | {r['per_sec']:.0f} msgs/s | {lat['p50']} | {lat['p99']} | {lat['p999']} | "
+          f"{r.get('server', {}).get('cpu_percent', 0):.0f}% | {ratio(r['per_sec'], s11q['per_sec'])} | "
+          f"{ratio(lat['p99'], p99(s11q))} |")
 
     w("\n## S8: start-up\n")
     w(f"The gateway started with {s8['plugins']} distinct plugins (copies of echo with a custom section "
@@ -286,7 +307,7 @@ def main():
     for line in open(results):
         row = json.loads(line)
         runs.setdefault(row["label"], []).append(row)
-    # A label measured several times (S1-S3, S7, S9, S10) is represented by its median
+    # A label measured several times (S1-S3, S7, S9, S10, S11) is represented by its median
     # run: by rate, by p99 for S7, whose figure is latency, and by the last delivery's
     # p50 for S10's broadcasts.
     by = {}

@@ -18,6 +18,8 @@
 #   S4 RSS per idle connection, 15k   S8 start-up with 50 plugins, cold and warm cache
 #      (and after one 128 KiB message) S9 echo through the integration plugin and an HTTP
 #                                        Lambda backend, vs a native relay to the same one
+#   S11 tenant fairness: tenant A's 4 echo connections while tenant B floods from 200,
+#       with no quota and with a tenant_message_rate
 #   S10 cluster mode: two nodes and a Redis; management POSTs across nodes vs on one node,
 #       and a broadcast to 10,000 connections split over both nodes vs all on one
 #
@@ -177,6 +179,24 @@ for _ in $(seq "$repeats"); do
     burner=$!
     timed "S7 noisy" wsgate "${s7[@]}"
     wait "$burner" || true
+done
+
+# S11: fairness between tenants. Tenant bench's echo over 4 connections, closed loop,
+# alone; then while tenant flood's echo is driven as hard as 200 connections can (no
+# quota: the tenants' fair share alone); then while tenant capped, the same but with a
+# tenant_message_rate, is driven the same way. $repeats times, taking turns.
+s11=(load --url "ws://$ws/bench/echo" --connections 4 --size 64)
+flooders=200
+$smoke && flooders=20
+for _ in $(seq "$repeats"); do
+    timed "S11 quiet" wsgate "${s11[@]}"
+    for tenant in flood capped; do
+        "$bench" load --url "ws://$ws/$tenant/echo" --connections "$flooders" --size 64 \
+            --seconds "$burn_seconds" --warmup 0 --json > /dev/null 2>&1 &
+        flooder=$!
+        timed "S11 $tenant" wsgate "${s11[@]}"
+        wait "$flooder" || true
+    done
 done
 
 # S9: the integration plugin (route /bench/aws) forwarding every message to the Lambda

@@ -1,5 +1,6 @@
 //! `wsgate connections …`: the management API from a shell, as
-//! `yc serverless api-gateway websocket get/send/disconnect` does for Yandex Cloud.
+//! `yc serverless api-gateway websocket get/send/disconnect` does for Yandex Cloud;
+//! `wsgate logs`: a tenant's execution log, read or followed.
 
 use std::io::Write as _;
 
@@ -7,7 +8,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::Value;
 
-use wsgate::client::{Client, Credentials};
+use wsgate::client::{Client, Credentials, EventParser};
 
 /// The environment variable the bearer key is read from.
 const KEY_VARIABLE: &str = "WSGATE_KEY";
@@ -82,6 +83,25 @@ pub enum Command {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// `wsgate logs`: a tenant's execution log (its plugins' log lines and failures, and
+/// its management API audit trail), oldest first.
+#[derive(Args)]
+pub struct Logs {
+    #[command(flatten)]
+    target: Target,
+    /// Only entries after this sequence number: the last one a previous run printed
+    /// (`--json` shows `seq`).
+    #[arg(long, default_value_t = 0)]
+    since: u64,
+    /// At most this many entries, then exit (with --follow too). Default: every entry
+    /// the gateway keeps, or with --follow no end.
+    #[arg(long)]
+    limit: Option<u64>,
+    /// Keep printing entries as they are recorded, until interrupted.
+    #[arg(long)]
+    follow: bool,
 }
 
 impl Target {
@@ -254,5 +274,124 @@ fn str_of(value: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
         other => other.to_string(),
+    }
+}
+
+/// Runs `wsgate logs`: entries on stdout, one a line (`--json`: the entry's JSON);
+/// entries lost to the log's bounds are reported on stderr.
+pub async fn logs(args: Logs) -> anyhow::Result<()> {
+    let client = args.target.client()?;
+    let mut printer = Printer {
+        json: args.target.json,
+        left: args.limit.unwrap_or(u64::MAX),
+        since: args.since,
+    };
+    if printer.left == 0 {
+        return Ok(());
+    }
+    if args.follow {
+        return follow(&client, &mut printer).await;
+    }
+    loop {
+        let limit = printer.left.min(1000).to_string();
+        let since = printer.since.to_string();
+        let path = format!("/@logs{}", query(&[("since", &since), ("limit", &limit)]));
+        let page = json(&client.call(Method::GET, &path, Vec::new()).await?.body)?;
+        printer.dropped(page["dropped"].as_u64().unwrap_or(0));
+        let entries = page["entries"].as_array().cloned().unwrap_or_default();
+        for entry in &entries {
+            if printer.print(entry) {
+                return Ok(());
+            }
+        }
+        match page["next"].as_u64() {
+            Some(next) if !entries.is_empty() => printer.since = next,
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Follows the log as server-sent events; a stream the gateway dropped for reading too
+/// slowly is followed again from the last entry printed.
+async fn follow(client: &Client, printer: &mut Printer) -> anyhow::Result<()> {
+    loop {
+        let since = printer.since.to_string();
+        let path = format!("/@logs{}", query(&[("follow", "1"), ("since", &since)]));
+        let accept = [("accept", "text/event-stream")];
+        let mut response = client.open(Method::GET, &path, Vec::new(), &accept).await?;
+        let mut parser = EventParser::default();
+        'stream: loop {
+            let Some(chunk) = response.chunk().await.map_err(|e| client.transport(e))? else {
+                anyhow::bail!(
+                    "the gateway ended the stream (it is shutting down or restarting); resume with --since {}",
+                    printer.since
+                );
+            };
+            for event in parser.push(&chunk)? {
+                match event.event.as_deref() {
+                    None | Some("message") => {
+                        if printer.print(&serde_json::from_str(&event.data)?) {
+                            return Ok(());
+                        }
+                    }
+                    Some("dropped") => {
+                        let data: Value = serde_json::from_str(&event.data)?;
+                        printer.dropped(data["dropped"].as_u64().unwrap_or(0));
+                    }
+                    Some("overflow") => {
+                        eprintln!(
+                            "warning: this reader fell behind the log and the gateway dropped it; following again after {}",
+                            printer.since
+                        );
+                        break 'stream;
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Prints entries and remembers where the next read starts.
+struct Printer {
+    json: bool,
+    /// Entries still to print.
+    left: u64,
+    /// The last entry printed (or the `--since` given).
+    since: u64,
+}
+
+impl Printer {
+    /// Prints one entry; true once `--limit` entries are printed.
+    fn print(&mut self, entry: &Value) -> bool {
+        let out = &mut std::io::stdout();
+        if self.json {
+            let _ = writeln!(out, "{entry}");
+        } else {
+            let _ = writeln!(
+                out,
+                "{} {:<5} {:<7} {} {} {} {}",
+                str_of(&entry["time"]),
+                str_of(&entry["level"]),
+                str_of(&entry["kind"]),
+                str_of(&entry["plugin"]),
+                str_of(&entry["route"]),
+                str_of(&entry["connectionId"]),
+                str_of(&entry["message"]),
+            );
+        }
+        self.since = entry["seq"].as_u64().unwrap_or(self.since);
+        self.left -= 1;
+        self.left == 0
+    }
+
+    /// Says on stderr that entries are lost.
+    fn dropped(&self, dropped: u64) {
+        if dropped > 0 {
+            eprintln!(
+                "warning: {dropped} entries after {} are no longer kept (the log keeps only its newest entries: execution_log_entries and execution_log_bytes)",
+                self.since
+            );
+        }
     }
 }

@@ -3,12 +3,12 @@
 //!
 //! The gateway parses the request itself (with `httparse`, the parser inside hyper) so
 //! that it can route, run the `$connect` plugin and answer with any status before the
-//! upgrade, and then hand the plain TCP stream to tungstenite with no extra layer.
+//! upgrade, and then hand the stream (TCP, or TLS over it) to tungstenite with no extra
+//! layer.
 
 use std::fmt::Write as _;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 /// Most headers accepted in one request.
@@ -144,7 +144,7 @@ impl HeadBuffer {
 
 /// Reads one request head of at most `max_bytes`. Returns it and any bytes read past it.
 pub async fn read_request(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     max_bytes: usize,
 ) -> Result<(Request, Vec<u8>), ReadError> {
     let mut head = HeadBuffer::default();
@@ -183,6 +183,12 @@ impl Refusal {
             headers: Vec::new(),
             body: body.into(),
         }
+    }
+
+    /// The same refusal with one more header.
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
     }
 }
 
@@ -303,8 +309,8 @@ pub fn response(refusal: &Refusal) -> String {
     out
 }
 
-/// Writes a response and closes the write side.
-pub async fn respond(stream: &mut TcpStream, refusal: &Refusal) {
+/// Writes a response and closes the write side (under TLS, after a close_notify).
+pub async fn respond(stream: &mut (impl AsyncWrite + Unpin), refusal: &Refusal) {
     let bytes = response(refusal);
     // The client may already be gone; there is nobody left to tell.
     let _ = stream.write_all(bytes.as_bytes()).await;

@@ -1,4 +1,5 @@
-//! A TCP stream whose read buffer exists only while it holds unread bytes.
+//! A socket stream (TCP, or TLS over it) whose read buffer exists only while it holds
+//! unread bytes.
 //!
 //! tungstenite reads into a buffer of its own that it allocates up front and fills with
 //! zeros before every read, so its size is resident memory for every connection, idle or
@@ -13,6 +14,12 @@
 //! next read waits for the poller instead of making a system call that fails with
 //! `EAGAIN`; at one message per round trip that is a third of the system calls.
 //!
+//! Under TLS the chunk is filled from rustls, which holds the decrypted bytes of the
+//! records it has read; the socket's readiness says nothing about those, so the chunk is
+//! allocated for each read and freed at once if nothing came (see
+//! [`Stream::poll_read_ready`]). rustls keeps its own record buffer (4 KiB) for the
+//! connection's life.
+//!
 //! Reads stop at the end of each client frame (see [`FrameGate`]), so that once
 //! tungstenite has returned a message it holds none of the stream's bytes, and its state
 //! can be rebuilt to give a large message's buffers back.
@@ -23,18 +30,18 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
 use crate::frame_gate::FrameGate;
+use crate::tls::Stream;
 
 /// Bytes read from the socket at once when the caller asks for less.
 const CHUNK: usize = 16 * 1024;
 
-/// A [`TcpStream`] with a read buffer allocated on demand.
+/// A [`Stream`] with a read buffer allocated on demand.
 #[derive(Debug)]
 pub struct LazyReadStream {
-    inner: TcpStream,
+    inner: Stream,
     /// Bytes read from the socket and not yet handed over.
     pending: BytesMut,
     /// Where the frames handed over end.
@@ -44,9 +51,9 @@ pub struct LazyReadStream {
 impl LazyReadStream {
     /// Wraps a connected stream whose first bytes, read with the request head, are
     /// `leftover`.
-    pub fn new(inner: TcpStream, leftover: Vec<u8>) -> Self {
+    pub fn new(inner: impl Into<Stream>, leftover: Vec<u8>) -> Self {
         Self {
-            inner,
+            inner: inner.into(),
             pending: BytesMut::from(&leftover[..]),
             gate: FrameGate::default(),
         }
@@ -60,7 +67,7 @@ impl LazyReadStream {
 
     /// The socket, for the close handshake's last steps. Bytes read and not handed over
     /// are dropped: by then nothing more is parsed.
-    pub fn into_inner(self) -> TcpStream {
+    pub fn into_inner(self) -> Stream {
         self.inner
     }
 
@@ -135,6 +142,7 @@ impl AsyncWrite for LazyReadStream {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     async fn pair() -> (TcpStream, LazyReadStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -180,5 +188,60 @@ mod tests {
         assert_eq!(stream.pending.capacity(), 0);
         let mut small = [0u8; 8];
         assert_eq!(stream.read(&mut small).await.unwrap(), 0);
+    }
+
+    /// Under TLS, a burst larger than a chunk, in whole frames, is read to its end in
+    /// small pieces after the client has gone quiet, and the chunk is freed.
+    #[tokio::test]
+    async fn under_tls_a_burst_is_read_to_its_end_in_small_pieces() {
+        use crate::tls::testing::Ca;
+        let ca = Ca::new();
+        let dir = tempfile::tempdir().unwrap();
+        ca.write_leaf(dir.path());
+        let tls = crate::config::TlsConfig {
+            cert: "cert.pem".into(),
+            key: "key.pem".into(),
+        };
+        let config = crate::tls::server_config(&tls, dir.path()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connector = tokio_rustls::TlsConnector::from(ca.client_config());
+        let (client, server) = tokio::join!(
+            async {
+                let tcp = TcpStream::connect(address).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                connector.connect(name, tcp).await.unwrap()
+            },
+            async {
+                let (tcp, _) = listener.accept().await.unwrap();
+                crate::tls::accept(tcp, Some(config)).await.unwrap()
+            }
+        );
+        let (mut client, mut stream) = (client, LazyReadStream::new(server, Vec::new()));
+        // 400 masked binary frames of 125 bytes: 52,400 bytes, over three chunks.
+        let mut sent = Vec::new();
+        for i in 0..400u32 {
+            sent.extend_from_slice(&[0x82, 0x80 | 125, 0, 0, 0, 0]);
+            sent.extend(std::iter::repeat_n(i as u8, 125));
+        }
+        client.write_all(&sent).await.unwrap();
+        client.flush().await.unwrap();
+        let mut got = Vec::new();
+        let mut small = [0u8; 64];
+        while got.len() < sent.len() {
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut small))
+                    .await
+                    .expect("bytes rustls holds are read within 10 s")
+                    .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, sent);
+        assert_eq!(
+            stream.pending.capacity(),
+            0,
+            "the chunk is freed once drained"
+        );
     }
 }

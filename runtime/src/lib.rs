@@ -15,14 +15,20 @@
 //! - [`handshake`]: reading and answering the HTTP upgrade request.
 //! - [`lazy_read`]: a socket read buffer that exists only while bytes are unread, and
 //!   that hands bytes over only up to the end of a frame ([`frame_gate`]).
+//! - [`tls`]: the `[tls]` certificate and key as a rustls server configuration, and the
+//!   accepted socket, plain or TLS ([`tls::Stream`]), that both listeners serve.
 //!
 //! Plugins and tenants:
 //! - [`plugin`]: the wasmtime engine, plugin loading, the instance pool, the event
 //!   runner and the host API.
+//! - [`fair`]: tenants' shares of the cores (a turn per message) and their quotas.
 //! - [`tenant`]: a tenant in one snapshot: routes with resolved plugins, limits, registry.
 //! - [`credentials`]: which tenant a management credential belongs to.
 //! - [`gateway`]: what lives as long as the process, and the swappable [`gateway::Snapshot`]
 //!   of what a reload replaces.
+//! - [`check`]: `wsgate check`: a config and its plugins checked, every problem listed.
+//! - [`execlog`]: each tenant's execution log: its plugins' log lines and failures and
+//!   its management API audit trail, in a bounded ring that outlives reloads.
 //!
 //! Transport:
 //! - [`server`]: the WebSocket accept loop, the upgrade and the `$connect` step.
@@ -39,11 +45,14 @@
 //! port 0 and stop the gateway cleanly.
 
 pub mod admin;
+pub mod check;
 pub mod client;
 pub mod close;
 pub mod cluster;
 pub mod config;
 pub mod credentials;
+pub mod execlog;
+pub mod fair;
 pub mod frame_gate;
 pub mod gateway;
 pub mod handshake;
@@ -56,6 +65,7 @@ pub mod server;
 pub mod socket;
 pub mod socket_io;
 pub mod tenant;
+pub mod tls;
 
 #[cfg(test)]
 mod fuzz;
@@ -89,9 +99,16 @@ pub async fn run(
         admin,
         admin::router(gateway.clone()),
         gateway.snapshot().admin.clone(),
+        {
+            let gateway = gateway.clone();
+            move || gateway.tls()
+        },
         shutdown.clone(),
     ));
     shutdown.cancelled().await;
+    // Followers of an execution log stream until told to stop; the admin listener's
+    // graceful shutdown would otherwise wait on them.
+    gateway.stop_following();
     ws_task.await?;
     admin_task.await?;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {

@@ -77,6 +77,11 @@ impl<T> RouteTable<T> {
             .map(|(_, value)| value)
     }
 
+    /// Every value, in the order the templates were added.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.routes.iter().map(|(_, value)| value)
+    }
+
     /// The route matching `path` (the request path below the tenant, without query).
     pub fn at(&self, path: &str) -> Option<RouteMatch<'_, T>> {
         let matched = self.router.at(path).ok()?;

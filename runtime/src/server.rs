@@ -1,5 +1,6 @@
-//! The WebSocket listener: accept, read the upgrade, find tenant and route, run
-//! `$connect`, answer 101 or an HTTP error, then hand the socket to its task.
+//! The WebSocket listener: accept, the TLS handshake (with `[tls]`), read the upgrade,
+//! find tenant and route, run `$connect`, answer 101 or an HTTP error, then hand the
+//! socket to its task.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,10 @@ use tracing::{Instrument, Span, debug, error, info_span, warn};
 /// tungstenite's own read buffer per connection: the most it reads per call.
 const READ_BUFFER_BYTES: usize = 256;
 
+/// The longest a socket refused at the gateway's connection cap may take over its TLS
+/// handshake before it gets its 503: it holds a descriptor and no slot meanwhile.
+const REFUSAL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
 use crate::gateway::{ConnectionSlot, Gateway, Snapshot};
 use crate::handshake::{self, ReadError, Refusal, Request};
 use crate::lazy_read::LazyReadStream;
@@ -24,6 +29,7 @@ use crate::registry::{Attachment, ConnectionMeta, now_ms};
 use crate::socket::{self, RouteRef};
 use crate::socket_io;
 use crate::tenant::{Route, Tenant};
+use crate::tls::{self, Stream};
 
 /// Sampled warnings: at most one line a second, counting the events folded into it, so
 /// a flood of failures cannot flood the log.
@@ -119,7 +125,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
 
 /// Serves one accepted TCP connection: the upgrade, then the WebSocket until it closes.
 async fn handle(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     slot: Option<ConnectionSlot>,
     gateway: Arc<Gateway>,
@@ -131,8 +137,9 @@ async fn handle(
         warn!("the gateway's connection limit is reached; refusing a socket");
         let refusal = Refusal::new(503, "the gateway is at its connection limit; retry later\n");
         // Answered without reading the request: a client at the cap gets its answer at
-        // once, and nothing it sends is parsed.
-        handshake::respond(&mut stream, &refusal).await;
+        // once, and nothing it sends is parsed. Boxed: under TLS this holds a handshake,
+        // which every connection's task would otherwise make room for.
+        Box::pin(refuse_unread(stream, &gateway, &refusal)).await;
         return;
     };
     // The handshake's futures are large and short-lived, and whatever this task holds
@@ -154,9 +161,9 @@ async fn handle(
             let ended =
                 socket::serve(&mut sink, &mut stream, &connection, &context, &shutdown).await;
             if ended.linger
-                && let Some(tcp) = socket_io::reunite(sink, stream)
+                && let Some(socket) = socket_io::reunite(sink, stream)
             {
-                socket::lingering_close(tcp.into_inner()).await;
+                socket::lingering_close(socket.into_inner()).await;
             }
             socket::finish(connection, &context, &ended).await;
             // Counted towards the tenant's and the gateway's limits until the
@@ -167,6 +174,24 @@ async fn handle(
         .instrument(span),
     )
     .await;
+}
+
+/// Answers `refusal` on a socket without reading its request. Under TLS the handshake
+/// comes first, bounded by [`REFUSAL_HANDSHAKE_TIMEOUT`] as well as the handshake
+/// timeout: the socket holds no slot, so how long it may stay open is the only bound on
+/// how many such sockets there are.
+async fn refuse_unread(tcp: TcpStream, gateway: &Gateway, refusal: &Refusal) {
+    let tls = gateway.tls();
+    let bound = gateway
+        .snapshot()
+        .limits
+        .handshake_timeout
+        .min(REFUSAL_HANDSHAKE_TIMEOUT);
+    match tokio::time::timeout(bound, tls::accept(tcp, tls)).await {
+        Ok(Ok(mut stream)) => handshake::respond(&mut stream, refusal).await,
+        Ok(Err(err)) => debug!(error = %err, "TLS handshake failed"),
+        Err(_) => debug!("TLS handshake timed out"),
+    }
 }
 
 /// An upgraded connection, ready for its socket loop.
@@ -203,6 +228,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gateway>) -> Op
         },
         limits: tenant.limits.clone(),
         metrics: tenant.metrics.clone(),
+        share: tenant.share.clone(),
     };
     Some(Open {
         ws,
@@ -215,7 +241,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gateway>) -> Op
 
 /// An upgrade request that passed every check before `$connect`.
 struct Accepted {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes the client sent after its request head.
     leftover: Vec<u8>,
     tenant: Arc<Tenant>,
@@ -227,13 +253,30 @@ struct Accepted {
     tenant_slot: ConnectionSlot,
 }
 
-/// Reads the request head and checks it; answers and returns `None` if it is refused.
-async fn accept(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<Accepted> {
-    let _ = stream.set_nodelay(true);
+/// Completes the TLS handshake (with `[tls]`), reads the request head and checks it;
+/// answers and returns `None` if it is refused.
+async fn accept(tcp: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<Accepted> {
+    let _ = tcp.set_nodelay(true);
     let snapshot = gateway.snapshot();
     let limits = &snapshot.limits;
+    // One deadline for the TLS handshake and the request head: a client cannot hold a
+    // socket longer by being slow at both.
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    // Read at each accept: a reload's new certificate serves the next handshake.
+    let tls = gateway.tls();
+    let mut stream = match tokio::time::timeout_at(deadline, tls::accept(tcp, tls)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => {
+            debug!(error = %err, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            return None;
+        }
+    };
     let read = handshake::read_request(&mut stream, limits.max_request_head_bytes);
-    let (request, leftover) = match tokio::time::timeout(limits.handshake_timeout, read).await {
+    let (request, leftover) = match tokio::time::timeout_at(deadline, read).await {
         Ok(Ok(read)) => read,
         Ok(Err(ReadError::TooLarge)) => {
             handshake::respond(&mut stream, &Refusal::new(431, "request head too large\n")).await;
@@ -256,6 +299,18 @@ async fn accept(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> O
     if request.path() == "/health" {
         let body = crate::admin::health_text(gateway);
         handshake::respond(&mut stream, &Refusal::new(200, body)).await;
+        return None;
+    }
+    if request.path() == "/ready" {
+        let (status, text) = crate::admin::ready_status(gateway);
+        handshake::respond(&mut stream, &Refusal::new(status, format!("{text}\n"))).await;
+        return None;
+    }
+    if gateway.draining() {
+        gateway.metrics.refused("", 503);
+        let refusal = Refusal::new(503, "the gateway is draining; connect to another node\n")
+            .with_header("retry-after", "1");
+        handshake::respond(&mut stream, &refusal).await;
         return None;
     }
     if request.uri.len() > limits.max_uri_bytes {
@@ -287,7 +342,7 @@ async fn accept(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) -> O
 /// Runs `$connect`, registers the connection and completes the upgrade; answers and
 /// returns `None` if `$connect` refuses or the client leaves.
 async fn upgrade(
-    mut stream: TcpStream,
+    mut stream: Stream,
     leftover: Vec<u8>,
     tenant: &Tenant,
     route: &Route,
@@ -334,10 +389,16 @@ async fn upgrade(
         connection.meta().subprotocol.as_deref(),
         &accept_headers,
     );
-    if let Err(err) = stream.write_all(response.as_bytes()).await {
+    // Flushed: under TLS a write may leave the last record in rustls until a flush.
+    let written = match stream.write_all(response.as_bytes()).await {
+        Ok(()) => stream.flush().await,
+        Err(err) => Err(err),
+    };
+    if let Err(err) = written {
         debug!(error = %err, "client left during the upgrade");
         return None;
     }
+    tenant.metrics.upgraded();
     let config = WebSocketConfig::default()
         .max_message_size(Some(tenant.limits.max_message_bytes))
         .max_frame_size(Some(tenant.limits.frame_bytes()))

@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -29,6 +28,7 @@ use tracing::{debug, error, warn};
 
 use crate::close::Close;
 use crate::config::TenantLimits;
+use crate::fair::TenantShare;
 use crate::gateway::Gateway;
 use crate::metrics::{FailureKind, Limit, TenantMetrics};
 use crate::plugin::{self, Plugin};
@@ -77,6 +77,8 @@ pub struct Context {
     pub limits: Arc<TenantLimits>,
     /// The tenant's metrics.
     pub metrics: Arc<TenantMetrics>,
+    /// The tenant's share of the cores and its quotas: each message takes a turn.
+    pub share: Arc<TenantShare>,
 }
 
 /// How a connection ended, for `$disconnect`, and whether the caller should linger:
@@ -134,7 +136,7 @@ where
         // Pinned where they are built: a move would make the task reserve room for
         // each future twice, and every idle connection pays for that space.
         let mut reader = std::pin::pin!(read_loop(stream, connection, context));
-        let mut writer = std::pin::pin!(write_loop(sink, connection, &context.limits));
+        let mut writer = std::pin::pin!(write_loop(sink, connection, context));
         tokio::select! {
             end = &mut reader => match end {
                 ReadEnd::PeerClosed(frame) => {
@@ -215,12 +217,13 @@ pub async fn finish(connection: Attachment, context: &Context, ended: &Ended) {
 /// After the gateway closes, the client may still be sending (the rest of an oversize
 /// message, a flood). Dropping a socket with unread input makes the kernel send a reset,
 /// which can destroy our close frame before the client reads it; so half-close, discard
-/// input until the client closes too, and only then drop.
-pub async fn lingering_close(mut tcp: TcpStream) {
-    let _ = tcp.shutdown().await;
+/// input until the client closes too, and only then drop. Under TLS the shutdown sends a
+/// close_notify first, and input is discarded once decrypted.
+pub async fn lingering_close(mut socket: impl AsyncRead + AsyncWrite + Unpin) {
+    let _ = socket.shutdown().await;
     let mut discard = [0u8; 4096];
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        while matches!(tcp.read(&mut discard).await, Ok(n) if n > 0) {}
+        while matches!(socket.read(&mut discard).await, Ok(n) if n > 0) {}
     })
     .await;
 }
@@ -328,13 +331,13 @@ where
                 let now = Instant::now();
                 idle_until = now + limits.idle_timeout;
                 connection.touch();
-                metrics.message_in();
+                metrics.message_in(payload.len());
                 let Some(rate) = rate.as_mut() else {
-                    Box::pin(dispatch(connection, context, payload)).await;
+                    dispatch_in_turn(connection, context, payload).await;
                     continue;
                 };
                 if rate.allow(now) {
-                    Box::pin(dispatch(connection, context, payload)).await;
+                    dispatch_in_turn(connection, context, payload).await;
                 } else if f64::from(rate.dropped) > rate.burst {
                     metrics.limit_hit(Limit::MessageFlood);
                     return closing(CloseCode::Policy, "message rate exceeded");
@@ -382,11 +385,12 @@ where
 
 /// Writes queued messages (pings included), flushing once per burst, and sends the close
 /// when one is asked for (after what was queued before it).
-async fn write_loop<S>(sink: &mut S, connection: &Attachment, limits: &TenantLimits) -> WriteEnd
+async fn write_loop<S>(sink: &mut S, connection: &Attachment, context: &Context) -> WriteEnd
 where
     S: Sink<Message, Error = WsError> + Unpin,
 {
-    let write_timeout = limits.write_timeout;
+    let write_timeout = context.limits.write_timeout;
+    let metrics = &context.metrics;
     // Each write is bounded by the write timeout: a client that reads nothing is a slow
     // consumer and is dropped rather than holding memory.
     macro_rules! write {
@@ -410,8 +414,12 @@ where
             frame = connection.close_requested() => {
                 for message in connection.take_all() {
                     let len = message.len();
+                    let data = matches!(message, Message::Text(_) | Message::Binary(_));
                     write!(sink.feed(message));
                     connection.release(len);
+                    if data {
+                        metrics.message_out(len);
+                    }
                 }
                 write!(sink.send(Message::Close(Some(frame.clone()))));
                 return WriteEnd::Closed(frame);
@@ -420,13 +428,24 @@ where
                 // The burst is bounded by the queue's byte budget.
                 for message in burst {
                     let len = message.len();
+                    let data = matches!(message, Message::Text(_) | Message::Binary(_));
                     write!(sink.feed(message));
                     connection.release(len);
+                    if data {
+                        metrics.message_out(len);
+                    }
                 }
                 write!(sink.flush());
             }
         }
     }
+}
+
+/// Dispatches a message in one of its tenant's turns, once the tenant's quotas let it
+/// through (see [`crate::fair`]): until then the reader reads nothing more.
+async fn dispatch_in_turn(connection: &Attachment, context: &Context, payload: Payload) {
+    let turn = context.share.admit(payload.len()).await;
+    TenantShare::run(turn, Box::pin(dispatch(connection, context, payload))).await;
 }
 
 /// Runs the plugin a message selects (on the route as the config in force has it) and
@@ -541,6 +560,7 @@ mod tests {
             );
             let context = Context {
                 route: RouteRef::Fixed(Arc::new(Route::empty("/r"))),
+                share: Arc::new(crate::fair::TenantShare::new(&limits)),
                 limits: Arc::new(limits),
                 metrics: Arc::new(Metrics::new().tenant("t")),
             };

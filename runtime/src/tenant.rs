@@ -23,6 +23,8 @@ pub struct Tenant {
     pub registry: Arc<dyn Registry>,
     /// Its connections and the upgrades under way, against `limits.max_connections`.
     pub slots: crate::gateway::Slots,
+    /// Its share of the cores and its quotas (which outlive snapshots).
+    pub share: Arc<crate::fair::TenantShare>,
     /// Routes by template.
     pub routes: RouteTable<Arc<Route>>,
     /// Management API credentials.
@@ -119,6 +121,7 @@ impl Tenant {
         plugins: &HashMap<String, Arc<Plugin>>,
         registry: Arc<dyn Registry>,
         slots: crate::gateway::Slots,
+        share: Arc<crate::fair::TenantShare>,
         metrics: Arc<TenantMetrics>,
     ) -> Tenant {
         let mut routes = RouteTable::builder();
@@ -132,6 +135,7 @@ impl Tenant {
             limits: Arc::new(config.limits.clone()),
             registry,
             slots,
+            share,
             routes,
             credentials: config.credentials.clone(),
             expose_credentials: config.expose_credentials,

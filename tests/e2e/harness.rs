@@ -140,6 +140,8 @@ impl Gateway {
     pub async fn start(config_text: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wsgate.toml");
+        // Written too, so that a reload reads it again.
+        std::fs::write(&path, config_text).unwrap();
         let mut config = wsgate::Config::parse(config_text, &path, dir.path())
             .unwrap_or_else(|e| panic!("the test config is invalid: {e}"));
         if config.compile.cache_dir.is_none() {
@@ -213,6 +215,11 @@ impl Gateway {
         config_text: &str,
         open_files: Option<u64>,
     ) -> Gateway {
+        Self::launch(config_text, open_files, &[]).await
+    }
+
+    /// Starts the binary with an open-files limit and extra `serve` arguments.
+    async fn launch(config_text: &str, open_files: Option<u64>, args: &[&str]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wsgate.toml");
         std::fs::write(&path, config_text).unwrap();
@@ -236,6 +243,7 @@ impl Gateway {
         let mut child = command
             .args(["serve", "--config"])
             .arg(&path)
+            .args(args)
             .env("WSGATE_LOG", "info,wsgate=debug")
             // Compiled plugins are cached under the build directory, not the user's home.
             .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
@@ -309,6 +317,41 @@ impl Gateway {
             .unwrap_or_else(|_| {
                 panic!("the gateway did not exit within {WAIT:?} of signal {signal}")
             })
+            .expect("waiting for the gateway")
+    }
+
+    /// Sends `signal` to a binary gateway without waiting for anything.
+    pub fn send_signal(&self, signal: libc::c_int) {
+        let Running::Process(child) = &self.running else {
+            panic!("an in-process gateway cannot be signalled: use start_binary");
+        };
+        let pid = child.id().expect("the gateway is still running");
+        // SAFETY: as in `signal`: our own child, not yet reaped.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
+    }
+
+    /// Whether a binary gateway's process is still running.
+    pub fn running(&mut self) -> bool {
+        let Running::Process(child) = &mut self.running else {
+            return true;
+        };
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// The config file the gateway was started on (a reload reads it again).
+    pub fn config_file(&self) -> std::path::PathBuf {
+        self._dir.path().join("wsgate.toml")
+    }
+
+    /// Waits up to [`WAIT`] for a binary gateway to exit; returns how it exited.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let Running::Process(child) = &mut self.running else {
+            panic!("an in-process gateway does not exit");
+        };
+        tokio::time::timeout(WAIT, child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the gateway did not exit within {WAIT:?}"))
             .expect("waiting for the gateway")
     }
 
@@ -499,4 +542,41 @@ pub async fn http(
         .get("x-amzn-errortype")
         .map(|v| v.to_str().unwrap().to_owned());
     (status, kind, response.text().await.unwrap())
+}
+
+impl Gateway {
+    /// As [`Gateway::start_binary`], with `args` after `serve --config FILE` (e.g.
+    /// `--log-format json`).
+    pub async fn start_binary_with_args(config_text: &str, args: &[&str]) -> Gateway {
+        Self::launch(config_text, None, args).await
+    }
+}
+
+impl Logs {
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// Runs `wsgate` with `args` to its end; returns its exit code, stdout and stderr.
+pub async fn run_binary(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(BIN)
+            .args(args)
+            // Compiled plugins are cached under the build directory, not the user's home.
+            .env("XDG_CACHE_HOME", env!("CARGO_TARGET_TMPDIR"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("wsgate did not finish within two minutes")
+    .expect("running the wsgate binary");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

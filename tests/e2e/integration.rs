@@ -165,10 +165,16 @@ fn assert_request_context(
     assert_eq!(context["routeKey"], route_key, "{context}");
     assert_eq!(context["eventType"], event_type, "{context}");
     assert_eq!(context["connectionId"], connection_id, "{context}");
-    // https://{domainName}/{stage} is the tenant's management endpoint.
+    // https://{domainName}/{stage} is the tenant's management endpoint on AWS; here,
+    // without TLS, it is http://, and managementEndpoint says so.
     assert_eq!(
         context["domainName"],
         gateway.admin.to_string(),
+        "{context}"
+    );
+    assert_eq!(
+        context["managementEndpoint"],
+        format!("http://{}/t", gateway.admin),
         "{context}"
     );
     assert_eq!(context["stage"], "t", "{context}");
@@ -292,6 +298,7 @@ async fn aws_events_have_the_lambda_proxy_shape_and_results_reach_the_client() {
             "identity",
             "requestId",
             "domainName",
+            "managementEndpoint",
             "connectionId",
             "apiId",
         ]),
@@ -381,6 +388,7 @@ async fn aws_events_have_the_lambda_proxy_shape_and_results_reach_the_client() {
             "identity",
             "requestId",
             "domainName",
+            "managementEndpoint",
             "connectionId",
             "apiId",
         ]),

@@ -212,7 +212,16 @@ pub fn request_context(
     context.insert("requestTimeEpoch".into(), json!(now));
     context.insert("identity".into(), Value::Object(identity));
     context.insert("requestId".into(), json!(request_id));
-    context.insert("domainName".into(), json!(domain_name(config, info)));
+    let domain = domain_name(config, info);
+    // Beyond AWS, whose endpoint is always `https://{domainName}/{stage}`: the URL that
+    // reaches this gateway's `@connections`, `http://` when it has no TLS.
+    let endpoint = format!(
+        "{}://{domain}/{}",
+        config.management_scheme,
+        config.stage(&info.tenant)
+    );
+    context.insert("domainName".into(), json!(domain));
+    context.insert("managementEndpoint".into(), json!(endpoint));
     context.insert("connectionId".into(), json!(connection_id));
     context.insert("apiId".into(), json!(config.api_id(&info.tenant)));
     context

@@ -36,6 +36,9 @@ pub struct Config {
     /// AWS shape: `requestContext.domainName`; `None` falls back to the `Host` the
     /// client connected to.
     pub domain_name: Option<String>,
+    /// AWS shape: the scheme of `requestContext.managementEndpoint`, `http` or `https`;
+    /// by default the gateway's (`https` when its listeners have `[tls]`).
+    pub management_scheme: String,
     stage: Option<String>,
     api_id: Option<String>,
     /// AWS shape: the region in the authorizer's `methodArn`.
@@ -75,11 +78,20 @@ impl Config {
                 shape.name()
             ));
         }
+        let management_scheme = get("management_scheme")
+            .or_else(|| get("wsgate.management_scheme"))
+            .unwrap_or_else(|| "http".to_owned());
+        if management_scheme != "http" && management_scheme != "https" {
+            return Err(format!(
+                "integration plugin: config key `management_scheme` is {management_scheme:?}; expected \"http\" or \"https\""
+            ));
+        }
         Ok(Config {
             url,
             shape,
             authorizer_url,
             domain_name: get("domain_name").or_else(|| get("wsgate.domain_name")),
+            management_scheme,
             stage: get("stage"),
             api_id: get("api_id"),
             region: get("region").unwrap_or_else(|| "local".to_owned()),

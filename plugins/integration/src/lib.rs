@@ -8,8 +8,9 @@
 //! - `west`: West Connectivity's `websocketInfo`, with `send`/`close` in the answer.
 //!
 //! Config: `url` (required), `shape`, `authorizer_url`, `domain_name` (default: the
-//! gateway's `wsgate.domain_name`), `stage` and `api_id` (default: the tenant),
-//! `region`, `account`, `forward_headers`. A missing `url` or an unknown `shape`
+//! gateway's `wsgate.domain_name`), `management_scheme` (default: the gateway's
+//! `wsgate.management_scheme`), `stage` and `api_id` (default: the tenant), `region`,
+//! `account`, `forward_headers`. A missing `url` or an unknown `shape`
 //! refuses every `$connect` with 500 and logs which key is wrong. The full contracts
 //! are in `docs/integrations.md`.
 //!

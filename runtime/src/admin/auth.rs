@@ -112,6 +112,18 @@ pub struct Authenticated {
     pub body: Bytes,
     /// For a signed write: where it is remembered against replays.
     pub replay_key: Option<ReplayKey>,
+    /// Which key it was, for the audit trail: the access key id, or for a bearer key
+    /// its [`bearer_key_id`].
+    pub key_id: String,
+}
+
+/// A bearer key as the audit trail and the log name it: `bearer:` and the first 12 hex
+/// digits of its SHA-256. It tells keys apart without revealing one.
+pub fn bearer_key_id(key: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("bearer:{hex}")
 }
 
 /// Why a request was not let through.
@@ -184,14 +196,15 @@ impl Authenticator {
     }
 
     /// Checks an operator's `Authorization: Bearer <key>` against `[admin] bearer_keys`:
-    /// what spans every tenant (`/metrics`) is theirs alone, and tenant keys do not open
-    /// it. Failures are limited, counted and logged as any other.
+    /// what spans every tenant (`/metrics`, `/-/reload`, `/-/drain`) is theirs alone, and tenant keys do not open
+    /// it. Failures are limited, counted and logged as any other. Returns the key's
+    /// [`bearer_key_id`], for the log of what operators did.
     pub fn operator(
         &self,
         keys: &[Secret],
         headers: &HeaderMap,
         addresses: Option<Addresses>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<String, ApiError> {
         let source = source(addresses);
         self.admit_source(source)?;
         let presented = headers
@@ -202,14 +215,14 @@ impl Authenticator {
         let Some(presented) = presented else {
             self.failed(source, AuthFailure::Missing);
             return Err(ApiError::Forbidden(
-                "Missing Authentication Token: /metrics needs `Authorization: Bearer <operator key>` ([admin] bearer_keys)".into(),
+                "Missing Authentication Token: /metrics, /-/reload and /-/drain need `Authorization: Bearer <operator key>` ([admin] bearer_keys)".into(),
             ));
         };
         if keys
             .iter()
             .any(|key| constant_time_eq(key.expose().as_bytes(), presented.as_bytes()))
         {
-            return Ok(());
+            return Ok(bearer_key_id(presented));
         }
         self.failed(source, AuthFailure::UnknownKey);
         Err(ApiError::Forbidden(
@@ -301,6 +314,7 @@ impl Authenticator {
                 tenant,
                 body,
                 replay_key: None,
+                key_id: bearer_key_id(key.trim()),
             });
         }
         let Some(fields) = authorization.strip_prefix("AWS4-HMAC-SHA256 ") else {
@@ -366,6 +380,7 @@ impl Authenticator {
             tenant,
             body,
             replay_key,
+            key_id: signed.access_key.to_owned(),
         })
     }
 }

@@ -1,9 +1,11 @@
-//! The admin listener's accept loop: HTTP/1 with a timeout on every request head (which
-//! bounds idle keep-alive connections too) and a cap on open connections, so whoever
-//! reaches the port cannot hold the gateway's memory or file descriptors.
+//! The admin listener's accept loop: HTTP/1, over TLS with `[tls]`, with a timeout on
+//! every request head (which bounds idle keep-alive connections too, and within which
+//! the TLS handshake must also finish) and a cap on open connections, so whoever reaches
+//! the port cannot hold the gateway's memory or file descriptors.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -28,12 +30,17 @@ pub struct Addresses {
     pub local: SocketAddr,
 }
 
+/// How long shutdown lets an admin request in flight finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves `router` on `listener` under `limits` until `shutdown`, then lets requests in
-/// flight finish.
+/// flight finish. `tls` gives the TLS settings to accept with (`None`: plain HTTP); it
+/// is called at every accept, so a reload's new certificate serves the next connection.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: AdminConfig,
+    tls: impl Fn() -> Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -79,16 +86,43 @@ pub async fn serve(
             request.extensions_mut().insert(addresses);
             router.call(request)
         });
-        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let tls = tls();
+        let mut http = http.clone();
+        let header_timeout = limits.header_timeout;
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let _slot = slot;
+            let accepted = Instant::now();
+            let secure = tls.is_some();
+            let handshake = tokio::time::timeout(header_timeout, crate::tls::accept(stream, tls));
+            let stream = tokio::select! {
+                handshake = handshake => match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "admin: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "admin: TLS handshake timed out");
+                        return;
+                    }
+                },
+                () = shutdown.cancelled() => return,
+            };
+            if secure {
+                // The handshake counts within the header timeout: each head on this
+                // connection must arrive within what the handshake left of it.
+                http.header_read_timeout(header_timeout.saturating_sub(accepted.elapsed()));
+            }
+            let connection = http.serve_connection(TokioIo::new(stream), service);
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
                 () = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    // Bounded: a client that stops reading mid-answer (a stalled log
+                    // follower, a long list) must not hold the shutdown.
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
                 }
             }
         });

@@ -6,6 +6,7 @@
 //! - `failures`: failed authentications limited per source address.
 //! - `replay`: signed writes remembered against replays, bounded per tenant.
 //! - `connections`: the operations both APIs share.
+//! - `logs`: `GET /{tenant}/@logs`, the tenant's execution log, read or followed.
 //! - `error`: errors in AWS's or Yandex's shape.
 //! - `listener`: the accept loop, with head timeouts and a connection cap.
 //!
@@ -18,6 +19,7 @@ pub mod connections;
 pub mod error;
 pub mod failures;
 pub mod listener;
+pub mod logs;
 pub mod replay;
 
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use crate::close::Close;
+use crate::execlog;
 use crate::gateway::{Gateway, Snapshot};
 use crate::tenant::Tenant;
 use auth::Authenticator;
@@ -59,6 +62,16 @@ pub fn health_text(gateway: &crate::Gateway) -> String {
     match gateway.degraded() {
         None => "OK".into(),
         Some(reason) => format!("degraded: {reason}"),
+    }
+}
+
+/// The readiness answer: 200 `ready` while the node takes new clients, 503 `draining`
+/// once it drains, so a load balancer sends new clients elsewhere.
+pub fn ready_status(gateway: &crate::Gateway) -> (u16, &'static str) {
+    if gateway.draining() {
+        (503, "draining")
+    } else {
+        (200, "ready")
     }
 }
 
@@ -134,17 +147,29 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let replay_key = std::sync::Mutex::new(None);
+    let who = std::sync::Mutex::new(None);
     let caller = Caller {
         admin: &admin,
         snapshot: &snapshot,
         call: &call,
         replay_key: &replay_key,
+        who: &who,
     };
     let response = match segments[..] {
         // West Connectivity's solution health check answers the same, so its monitors
         // work unchanged.
         ["health"] | ["api", "v1", "solution", "health"] if call.method == Method::GET => {
             return health_text(&admin.gateway).into_response();
+        }
+        ["ready"] if call.method == Method::GET => {
+            let (status, text) = ready_status(&admin.gateway);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            return (status, text).into_response();
+        }
+        ["-", action @ ("reload" | "drain")] => {
+            return operations(&admin, &snapshot, &call, action)
+                .await
+                .unwrap_or_else(ApiError::aws);
         }
         ["metrics"] if call.method == Method::GET => {
             if let Err(error) =
@@ -162,12 +187,25 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         _ if yandex => yandex_api(&caller, segments[4]).await.unwrap_or_else(ApiError::yandex),
         [tenant, "@connections"] => aws_collection(&caller, tenant).await.unwrap_or_else(ApiError::aws),
         [tenant, "@connections", id] => aws_connection(&caller, tenant, id).await.unwrap_or_else(ApiError::aws),
+        [tenant, "@logs"] => execution_log(&caller, tenant).await.unwrap_or_else(ApiError::aws),
         _ => ApiError::NotFound(format!(
-            "no such path {}: the API is /{{tenant}}/@connections/{{id}} and /apigateways/websocket/v1/connections/{{id}}",
+            "no such path {}: the API is /{{tenant}}/@connections/{{id}}, /{{tenant}}/@logs and /apigateways/websocket/v1/connections/{{id}}",
             call.uri.path()
         ))
         .aws(),
     };
+    if let Some(who) = who.into_inner().unwrap_or_else(|e| e.into_inner())
+        && let Some((action, target)) = audited(&segments, &call.method, yandex)
+        && let Some(log) = admin.gateway.execution_log(&who.tenant.id)
+    {
+        log.audit(execlog::Audit {
+            target: target.map_or_else(|| who.tenant.id.to_string(), str::to_owned),
+            key_id: who.key_id,
+            source_ip: call.addresses.map(|a| a.peer.ip().to_string()),
+            action,
+            status: response.status().as_u16(),
+        });
+    }
     // A signed write that failed did not take effect: let a retry of it through.
     if !response.status().is_success()
         && let Some(key) = replay_key.into_inner().unwrap_or_else(|e| e.into_inner())
@@ -175,6 +213,39 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         admin.auth.forget(&key);
     }
     response
+}
+
+/// The operator's endpoints: `POST /-/reload` and `POST /-/drain`.
+async fn operations(
+    admin: &Admin,
+    snapshot: &Snapshot,
+    call: &Call,
+    action: &str,
+) -> Result<Response, ApiError> {
+    let key_id = admin
+        .auth
+        .operator(&snapshot.admin.bearer_keys, &call.headers, call.addresses)?;
+    if call.method != Method::POST {
+        return Err(method_not_allowed(&call.method, "POST"));
+    }
+    // Operators span tenants, so their actions go to the gateway's log, not to a
+    // tenant's audit trail.
+    tracing::info!(
+        key_id,
+        action,
+        source = ?call.addresses.map(|a| a.peer.ip()),
+        "operator action"
+    );
+    if action == "drain" {
+        admin.gateway.drain();
+        return Ok(axum::Json(json!({ "draining": true })).into_response());
+    }
+    match admin.gateway.reload().await {
+        Ok(report) => Ok(axum::Json(report).into_response()),
+        Err(err) => Err(ApiError::BadRequest(format!(
+            "reload refused; the running config stays: {err}"
+        ))),
+    }
 }
 
 /// One request on its way through authentication and an operation.
@@ -185,6 +256,42 @@ struct Caller<'a> {
     call: &'a Call,
     /// Set when a signed write is remembered against replays.
     replay_key: &'a std::sync::Mutex<Option<ReplayKey>>,
+    /// Set once the caller is authenticated: whom the audit trail names.
+    who: &'a std::sync::Mutex<Option<Who>>,
+}
+
+/// An authenticated caller, as the audit trail names it.
+struct Who {
+    tenant: Arc<Tenant>,
+    /// The access key id, or the bearer key's `auth::bearer_key_id`.
+    key_id: String,
+}
+
+/// The audit trail's name for a request and the connection id it targets (`None`: the
+/// whole tenant); `None` for what is not audited. Reading the execution log is not,
+/// or every read would add to what the next read returns.
+fn audited<'s>(
+    segments: &[&'s str],
+    method: &Method,
+    yandex: bool,
+) -> Option<(&'static str, Option<&'s str>)> {
+    if yandex {
+        let id = segments[4];
+        return Some(match (id.strip_suffix(":send"), method) {
+            (Some(id), &Method::POST) => ("ConnectionService.Send", Some(id)),
+            (None, &Method::GET) => ("ConnectionService.Get", Some(id)),
+            (None, &Method::DELETE) => ("ConnectionService.Disconnect", Some(id)),
+            _ => return None,
+        });
+    }
+    match (segments, method) {
+        ([_, "@connections", id], &Method::POST) => Some(("PostToConnection", Some(id))),
+        ([_, "@connections", id], &Method::GET) => Some(("GetConnection", Some(id))),
+        ([_, "@connections", id], &Method::DELETE) => Some(("DeleteConnection", Some(id))),
+        ([_, "@connections"], &Method::GET) => Some(("ListConnections", None)),
+        ([_, "@connections"], &Method::DELETE) => Some(("DeleteConnections", None)),
+        _ => None,
+    }
 }
 
 impl Caller<'_> {
@@ -214,6 +321,10 @@ impl Caller<'_> {
         };
         let authenticated = self.admin.auth.authenticate(&request, read_body).await?;
         *self.replay_key.lock().unwrap_or_else(|e| e.into_inner()) = authenticated.replay_key;
+        *self.who.lock().unwrap_or_else(|e| e.into_inner()) = Some(Who {
+            tenant: authenticated.tenant.clone(),
+            key_id: authenticated.key_id,
+        });
         Ok((authenticated.tenant, authenticated.body))
     }
 }
@@ -298,6 +409,21 @@ async fn aws_collection(caller: &Caller<'_>, tenant: &str) -> Result<Response, A
     let close = connections::close_params(&call.query)?;
     let closed = tenant.registry.close_all(close).await?;
     Ok(axum::Json(json!({ "closed": closed })).into_response())
+}
+
+/// `GET /{tenant}/@logs`: the tenant's execution log, for its own credentials only.
+async fn execution_log(caller: &Caller<'_>, tenant: &str) -> Result<Response, ApiError> {
+    let call = caller.call;
+    if call.method != Method::GET {
+        return Err(method_not_allowed(&call.method, "GET"));
+    }
+    let (tenant, _) = caller.tenant(Some(tenant)).await?;
+    let log = caller
+        .admin
+        .gateway
+        .execution_log(&tenant.id)
+        .ok_or_else(|| ApiError::NotFound(format!("tenant {} has no execution log", tenant.id)))?;
+    logs::get(&log, &call.query, &call.headers)
 }
 
 /// The body of Yandex's `connections/{id}:send`.

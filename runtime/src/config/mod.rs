@@ -18,9 +18,10 @@ mod validate;
 pub use origin::Origin;
 pub use schema::{
     Access, AdminConfig, AwsCredential, CONNECT_KEY, ClusterConfig, CompileConfig, Config,
-    Credentials, DEFAULT_KEY, DISCONNECT_KEY, GlobalLimits, Listen, PluginConfig, PluginLimits,
-    RouteConfig, TenantConfig, TenantLimits, default_cache_dir,
+    Credentials, DEFAULT_KEY, DISCONNECT_KEY, GlobalLimits, LifecycleConfig, Listen, PluginConfig,
+    PluginLimits, RouteConfig, TenantConfig, TenantLimits, TlsConfig, default_cache_dir,
 };
+pub use schema::{MAX_EXECUTION_LOG_BYTES, MAX_EXECUTION_LOG_ENTRIES, MIN_EXECUTION_LOG_BYTES};
 pub use secret::Secret;
 
 /// Why a configuration could not be used. Each variant names the file and what to fix.
@@ -55,8 +56,18 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file; stops at its first problem.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::load_all(file)?;
+        first_problem(config, problems)
+    }
+
+    /// Reads and parses a config file and runs every check, without stopping at the
+    /// first problem: returns the config as parsed and every problem found, none when it
+    /// is valid. A config with problems must not be served; `wsgate check` lists them.
+    /// Fails at once when the file cannot be read or does not fit the schema (the TOML
+    /// parser reports one error).
+    pub fn load_all(file: &Path) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
             file: file.to_owned(),
             source,
@@ -65,26 +76,37 @@ impl Config {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Config::parse(&text, file, &base_dir)
+        Config::parse_all(&text, file, &base_dir)
     }
 
     /// Parses and validates config text; `file` is used in messages, `base_dir` to
-    /// resolve plugin paths.
+    /// resolve plugin paths. Stops at the first problem.
     pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::parse_all(text, file, base_dir)?;
+        first_problem(config, problems)
+    }
+
+    /// As [`Config::parse`], returning every problem validation finds along with the
+    /// config as parsed (see [`Config::load_all`]).
+    pub fn parse_all(
+        text: &str,
+        file: &Path,
+        base_dir: &Path,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             file: file.to_owned(),
             source: Box::new(source),
         })?;
         config.file = file.to_owned();
         config.base_dir = base_dir.to_owned();
-        config.validate()?;
+        let problems = config.validate();
         config.admin.tenant_hosts = config
             .tenants
             .iter()
             .filter(|(_, tenant)| !tenant.hosts.is_empty())
             .map(|(id, tenant)| (id.clone(), tenant.hosts.clone()))
             .collect();
-        Ok(config)
+        Ok((config, problems))
     }
 
     /// The absolute or working-directory-relative path of a plugin file.
@@ -99,6 +121,15 @@ impl Config {
             key: key.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// The config if validation found nothing, else the first problem (the one start-up
+/// has always reported).
+fn first_problem(config: Config, problems: Vec<ConfigError>) -> Result<Config, ConfigError> {
+    match problems.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(config),
     }
 }
 

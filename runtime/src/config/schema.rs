@@ -30,6 +30,12 @@ pub struct Config {
     /// Cluster mode: absent, the gateway is one node on its own.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// TLS on both listeners: absent, they speak plain HTTP and `ws://`.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Reloads and draining.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
     /// The tenants, by id. The id is the first path segment of their public URLs.
     pub tenants: BTreeMap<String, TenantConfig>,
     /// The directory relative plugin paths are resolved against (the config file's).
@@ -105,6 +111,40 @@ impl Default for AdminConfig {
             auth_failure_sources: 65_536,
             replay_cache_signatures: 1_000_000,
             tenant_hosts: BTreeMap::new(),
+        }
+    }
+}
+
+/// TLS for both listeners (`wss://` and `https://`), with rustls. The files are read
+/// again at every reload, so a rotated certificate takes effect without a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first; relative to the config file.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1), PEM; relative to the config file.
+    pub key: PathBuf,
+}
+
+/// How the gateway changes under live traffic: reloads and draining.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// How long the connections of a route or tenant that a reload removed keep being
+    /// served (by the plugins they had) before they are closed with 1001.
+    #[serde(with = "humantime_serde")]
+    pub reload_grace: Duration,
+    /// On `SIGTERM`: how long the node keeps serving while `/ready` answers 503, so a
+    /// load balancer moves new clients away, before it closes connections with 1001.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            reload_grace: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
         }
     }
 }
@@ -310,6 +350,17 @@ pub struct TenantLimits {
     /// client that keeps sending after its burst is spent, for as many messages again,
     /// is closed with 1008.
     pub message_burst: Option<u32>,
+    /// Messages per second across all of the tenant's connections. Past it the
+    /// tenant's readers slow down (TCP backpressure; nothing is dropped), so that one
+    /// tenant cannot take the others' CPU. Unset: no quota (the tenants still share
+    /// the gateway fairly).
+    pub tenant_message_rate: Option<u32>,
+    /// Messages the tenant may send at once above `tenant_message_rate` (default: the
+    /// rate).
+    pub tenant_message_burst: Option<u32>,
+    /// Inbound message bytes per second across the tenant's connections, with a burst
+    /// of one second's worth (at least one maximal message). Past it, as above.
+    pub tenant_bytes_rate: Option<u32>,
     /// A connection from which nothing arrives for this long is closed with 1001 (AWS:
     /// 10 minutes). Client pings count; pongs to the gateway's pings do not.
     #[serde(with = "humantime_serde")]
@@ -341,7 +392,21 @@ pub struct TenantLimits {
     pub api_rate: u32,
     /// Requests the tenant may send at once above the rate (AWS's default: 5,000).
     pub api_burst: u32,
+    /// Entries the tenant's execution log keeps (its plugins' log lines, their
+    /// failures, its management API audit trail; `GET /{tenant}/@logs`): the oldest
+    /// make room past it. 1 to 1,000,000.
+    pub execution_log_entries: usize,
+    /// Bytes the tenant's execution log may hold; the oldest entries make room past it.
+    /// From [`MIN_EXECUTION_LOG_BYTES`] to [`MAX_EXECUTION_LOG_BYTES`].
+    pub execution_log_bytes: usize,
 }
+
+/// The smallest `execution_log_bytes`: room for several entries of the longest message.
+pub const MIN_EXECUTION_LOG_BYTES: usize = 64 * 1024;
+/// The largest `execution_log_bytes`: it is per tenant, and held in memory.
+pub const MAX_EXECUTION_LOG_BYTES: usize = 1 << 30;
+/// The largest `execution_log_entries`.
+pub const MAX_EXECUTION_LOG_ENTRIES: usize = 1_000_000;
 
 impl TenantLimits {
     /// The frame size cap in force.
@@ -361,6 +426,9 @@ impl Default for TenantLimits {
             max_connections: 100_000,
             message_rate: None,
             message_burst: None,
+            tenant_message_rate: None,
+            tenant_message_burst: None,
+            tenant_bytes_rate: None,
             idle_timeout: Duration::from_secs(600),
             max_connection_age: Duration::from_secs(7200),
             ping_interval: Duration::from_secs(30),
@@ -370,6 +438,8 @@ impl Default for TenantLimits {
             allowed_origins: Vec::new(),
             api_rate: 10_000,
             api_burst: 5_000,
+            execution_log_entries: 10_000,
+            execution_log_bytes: 4 << 20,
         }
     }
 }

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use super::{CONNECT_KEY, Config, ConfigError, DEFAULT_KEY, DISCONNECT_KEY, Origin, TenantConfig};
 use crate::routes::{self, SelectionExpression};
 
-/// Path prefixes a tenant id may not take, because the listeners serve them.
-const RESERVED_TENANT_IDS: &[&str] = &["health", "metrics", "apigateways"];
+/// Path prefixes a tenant id may not take, because the listeners serve them (`-` holds
+/// the operator's endpoints: `/-/reload`, `/-/drain`).
+const RESERVED_TENANT_IDS: &[&str] = &["health", "ready", "metrics", "apigateways", "-"];
 
 /// The longest an event may wait on HTTP calls: it holds its instance meanwhile.
 const MAX_OUTBOUND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -17,26 +18,28 @@ pub const RESERVED_CONFIG_PREFIX: &str = "wsgate.";
 impl Config {
     /// The `[cluster]` section: a usable Redis URL, a node id fit for connection ids,
     /// and timings that let a live node keep its heartbeat.
-    fn validate_cluster(&self) -> Result<(), ConfigError> {
+    fn validate_cluster(&self, problems: &mut Vec<ConfigError>) {
         let Some(cluster) = &self.cluster else {
-            return Ok(());
+            return;
         };
-        let Some(url) = &cluster.redis_url else {
-            return Err(self.invalid(
+        match &cluster.redis_url {
+            None => problems.push(self.invalid(
                 "cluster.redis_url",
                 "missing: cluster mode needs the shared Redis, e.g. redis_url = \"redis://127.0.0.1:6379\"",
-            ));
-        };
-        if let Err(err) = redis::Client::open(url.expose()) {
-            return Err(self.invalid(
-                "cluster.redis_url",
-                format!("not a usable Redis URL ({err}); write e.g. \"redis://127.0.0.1:6379\" or \"rediss://user:password@host:6380/0\""),
-            ));
+            )),
+            Some(url) => {
+                if let Err(err) = redis::Client::open(url.expose()) {
+                    problems.push(self.invalid(
+                        "cluster.redis_url",
+                        format!("not a usable Redis URL ({err}); write e.g. \"redis://127.0.0.1:6379\" or \"rediss://user:password@host:6380/0\""),
+                    ));
+                }
+            }
         }
         if let Some(node) = &cluster.node_id
             && !crate::cluster::valid_node_id(node)
         {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 "cluster.node_id",
                 format!("{node:?}: a node id is 1 to 32 letters, digits, '-' or '_' (it ends every connection id of the node)"),
             ));
@@ -48,7 +51,7 @@ impl Config {
                 .bytes()
                 .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 "cluster.key_prefix",
                 "1 to 64 characters without spaces, e.g. \"wsgate\"",
             ));
@@ -60,14 +63,14 @@ impl Config {
             ("sweep_interval", cluster.sweep_interval),
         ] {
             if value < std::time::Duration::from_millis(10) {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("cluster.{name}"),
                     "must be at least 10ms, e.g. \"2s\"",
                 ));
             }
         }
         if cluster.node_timeout < cluster.heartbeat_interval * 3 {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 "cluster.node_timeout",
                 format!(
                     "{:?} is less than three heartbeats ({:?} each): a live node would be taken for dead; raise it or shorten cluster.heartbeat_interval",
@@ -75,26 +78,28 @@ impl Config {
                 ),
             ));
         }
-        Ok(())
     }
 
-    /// Checks what serde cannot: ids, uniqueness, ranges, files and references.
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks what serde cannot: ids, uniqueness, ranges, files and references. Returns
+    /// every problem, in the order of the checks, so that the first is the one start-up
+    /// reports (`Config::load`) and `wsgate check` can list them all.
+    pub(super) fn validate(&self) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
         if self.tenants.is_empty() {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 "tenants",
                 "no tenant is configured; add a [tenants.<id>] table",
             ));
         }
         if self.admin.max_connections == 0 {
-            return Err(self.invalid("admin.max_connections", "must be at least 1"));
+            problems.push(self.invalid("admin.max_connections", "must be at least 1"));
         }
         for (name, value) in [
             ("header_timeout", self.admin.header_timeout),
             ("body_timeout", self.admin.body_timeout),
         ] {
             if value.is_zero() {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("admin.{name}"),
                     "must be more than zero, e.g. \"10s\"",
                 ));
@@ -113,23 +118,23 @@ impl Config {
             ),
         ] {
             if value == 0 {
-                return Err(self.invalid(format!("admin.{name}"), "must be at least 1"));
+                problems.push(self.invalid(format!("admin.{name}"), "must be at least 1"));
             }
         }
         for host in &self.admin.hosts {
             if !valid_host_name(host) {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     "admin.hosts",
                     format!("`{host}` is not a host name: write the name alone, without a scheme, port or path (e.g. \"api.example.com\"; ports are not compared)"),
                 ));
             }
         }
-        self.validate_cluster()?;
+        self.validate_cluster(&mut problems);
         let mut hosts = HashSet::new();
         let mut keys = HashSet::new();
         for secret in &self.admin.bearer_keys {
             if secret.expose().is_empty() || !keys.insert(secret.expose()) {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     "admin.bearer_keys",
                     "an operator key is empty or listed twice",
                 ));
@@ -139,20 +144,20 @@ impl Config {
         for (id, tenant) in &self.tenants {
             let key = format!("tenants.{id}");
             if !valid_tenant_id(id) {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     &key,
                     "a tenant id is 1 to 64 letters, digits, '-' or '_' (it is a URL path segment)",
                 ));
             }
             if RESERVED_TENANT_IDS.contains(&id.as_str()) {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     &key,
                     format!("`{id}` is reserved by the gateway's own paths; pick another id"),
                 ));
             }
             for host in &tenant.hosts {
                 if !hosts.insert(host.to_ascii_lowercase()) {
-                    return Err(self.invalid(
+                    problems.push(self.invalid(
                         format!("{key}.hosts"),
                         format!("host `{host}` is claimed by two tenants"),
                     ));
@@ -160,26 +165,26 @@ impl Config {
             }
             for secret in &tenant.credentials.bearer_keys {
                 if !keys.insert(secret.expose()) {
-                    return Err(self.invalid(format!("{key}.credentials.bearer_keys"), "a bearer key is listed twice, or is also an operator key (keys identify their tenant, so each must be unique)"));
+                    problems.push(self.invalid(format!("{key}.credentials.bearer_keys"), "a bearer key is listed twice, or is also an operator key (keys identify their tenant, so each must be unique)"));
                 }
             }
             for credential in &tenant.credentials.aws {
                 if !access_keys.insert(credential.access_key_id.as_str()) {
-                    return Err(self.invalid(
+                    problems.push(self.invalid(
                         format!("{key}.credentials.aws"),
                         format!("access key id {} is listed twice (it identifies its tenant, so it must be unique)", credential.access_key_id),
                     ));
                 }
             }
-            self.validate_tenant(&key, tenant)?;
+            self.validate_tenant(&key, tenant, &mut problems);
         }
-        Ok(())
+        problems
     }
 
-    fn validate_tenant(&self, key: &str, tenant: &TenantConfig) -> Result<(), ConfigError> {
+    fn validate_tenant(&self, key: &str, tenant: &TenantConfig, problems: &mut Vec<ConfigError>) {
         let limits = &tenant.limits;
         if limits.max_message_bytes == 0 || limits.max_message_bytes > 16 << 20 {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 format!("{key}.limits.max_message_bytes"),
                 "must be between 1 and 16777216 bytes",
             ));
@@ -188,36 +193,55 @@ impl Config {
             .max_frame_bytes
             .is_some_and(|f| f == 0 || f > limits.max_message_bytes)
         {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 format!("{key}.limits.max_frame_bytes"),
                 "must be between 1 and max_message_bytes",
             ));
         }
         if limits.outbound_queue_bytes < limits.max_message_bytes {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 format!("{key}.limits.outbound_queue_bytes"),
                 "must be at least max_message_bytes, or a maximum-size message could never be queued",
             ));
         }
         if limits.max_concurrent_events == 0 {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 format!("{key}.limits.max_concurrent_events"),
                 "must be at least 1",
             ));
         }
         if limits.max_instances == 0 {
-            return Err(self.invalid(format!("{key}.limits.max_instances"), "must be at least 1"));
+            problems
+                .push(self.invalid(format!("{key}.limits.max_instances"), "must be at least 1"));
         }
         if limits.message_rate == Some(0) || limits.message_burst == Some(0) {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 format!("{key}.limits"),
                 "message_rate and message_burst must be at least 1",
             ));
         }
         if limits.message_burst.is_some() && limits.message_rate.is_none() {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 format!("{key}.limits.message_burst"),
                 "a burst needs a message_rate",
+            ));
+        }
+        for (name, value) in [
+            ("tenant_message_rate", limits.tenant_message_rate),
+            ("tenant_message_burst", limits.tenant_message_burst),
+            ("tenant_bytes_rate", limits.tenant_bytes_rate),
+        ] {
+            if value == Some(0) {
+                problems.push(self.invalid(
+                    format!("{key}.limits.{name}"),
+                    "must be at least 1 (leave it out for no quota)",
+                ));
+            }
+        }
+        if limits.tenant_message_burst.is_some() && limits.tenant_message_rate.is_none() {
+            problems.push(self.invalid(
+                format!("{key}.limits.tenant_message_burst"),
+                "a burst needs a tenant_message_rate",
             ));
         }
         for (name, value) in [
@@ -227,28 +251,46 @@ impl Config {
             ("write_timeout", limits.write_timeout),
         ] {
             if value.is_zero() {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{key}.limits.{name}"),
                     "must be more than zero, e.g. \"30s\"",
                 ));
             }
         }
         if limits.api_rate == 0 || limits.api_burst == 0 {
-            return Err(self.invalid(
+            problems.push(self.invalid(
                 format!("{key}.limits"),
                 "api_rate and api_burst must be at least 1",
+            ));
+        }
+        if !(1..=super::MAX_EXECUTION_LOG_ENTRIES).contains(&limits.execution_log_entries) {
+            problems.push(self.invalid(
+                format!("{key}.limits.execution_log_entries"),
+                format!("must be between 1 and {}", super::MAX_EXECUTION_LOG_ENTRIES),
+            ));
+        }
+        if !(super::MIN_EXECUTION_LOG_BYTES..=super::MAX_EXECUTION_LOG_BYTES)
+            .contains(&limits.execution_log_bytes)
+        {
+            problems.push(self.invalid(
+                format!("{key}.limits.execution_log_bytes"),
+                format!(
+                    "must be between {} (64 KiB: room for several of the longest entries) and {} (1 GiB) bytes",
+                    super::MIN_EXECUTION_LOG_BYTES,
+                    super::MAX_EXECUTION_LOG_BYTES
+                ),
             ));
         }
         for (name, plugin) in &tenant.plugins {
             let pkey = format!("{key}.plugins.{name}");
             if plugin.limits.memory_bytes < 1 << 20 {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.limits.memory_bytes"),
                     "must be at least 1048576 (1 MiB)",
                 ));
             }
             if plugin.limits.memory_bytes > limits.memory_bytes {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.limits.memory_bytes"),
                     format!(
                         "is more than the tenant's whole memory budget ({key}.limits.memory_bytes = {}): one instance could never reach it",
@@ -257,41 +299,42 @@ impl Config {
                 ));
             }
             if plugin.limits.max_instances == 0 {
-                return Err(
-                    self.invalid(format!("{pkey}.limits.max_instances"), "must be at least 1")
+                problems.push(
+                    self.invalid(format!("{pkey}.limits.max_instances"), "must be at least 1"),
                 );
             }
             if plugin.limits.max_log_bytes > MAX_LOG_BYTES {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.limits.max_log_bytes"),
                     format!("must be at most {MAX_LOG_BYTES} (16 MiB): it is per event, and every event of the plugin may spend it"),
                 ));
             }
             if plugin.limits.timeout.is_zero() {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.limits.timeout"),
                     "must be more than zero, e.g. \"100ms\"",
                 ));
             }
-            if let Some(key) = plugin
+            for key in plugin
                 .config
                 .keys()
-                .find(|k| k.starts_with(RESERVED_CONFIG_PREFIX))
+                .filter(|k| k.starts_with(RESERVED_CONFIG_PREFIX))
             {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.config.{key}"),
                     format!("keys starting with {RESERVED_CONFIG_PREFIX:?} are the gateway's own; choose another name"),
                 ));
             }
             for (i, origin) in plugin.allowed_outbound_hosts.iter().enumerate() {
-                Origin::parse(origin).map_err(|reason| {
-                    self.invalid(format!("{pkey}.allowed_outbound_hosts[{i}]"), reason)
-                })?;
+                if let Err(reason) = Origin::parse(origin) {
+                    problems
+                        .push(self.invalid(format!("{pkey}.allowed_outbound_hosts[{i}]"), reason));
+                }
             }
             if let Some(file) = &plugin.outbound_ca_file
                 && !self.base_dir.join(file).is_file()
             {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.outbound_ca_file"),
                     format!(
                         "{} is not a file; give a PEM file of CA certificates",
@@ -301,19 +344,19 @@ impl Config {
             }
             let outbound = &plugin.limits;
             if outbound.outbound_timeout.is_zero() || outbound.outbound_connect_timeout.is_zero() {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.limits"),
                     "outbound_timeout and outbound_connect_timeout must be more than zero, e.g. \"5s\"",
                 ));
             }
             if outbound.outbound_timeout > MAX_OUTBOUND_TIMEOUT {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.limits.outbound_timeout"),
                     "must be at most 15m: an event holds its instance while it waits",
                 ));
             }
             if outbound.max_outbound_requests == 0 {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.limits.max_outbound_requests"),
                     "must be at least 1",
                 ));
@@ -321,36 +364,36 @@ impl Config {
             if !plugin.allowed_outbound_hosts.is_empty()
                 && outbound.max_outbound_body_bytes > plugin.limits.memory_bytes
             {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.limits.max_outbound_body_bytes"),
                     format!("is more than the plugin's memory_bytes ({}): the body is read into the instance's memory", plugin.limits.memory_bytes),
                 ));
             }
             let path = self.plugin_path(plugin);
             if !path.is_file() {
-                return Err(self.invalid(
+                problems.push(self.invalid(
                     format!("{pkey}.path"),
                     format!("plugin file {} does not exist; build the plugins first (scripts/build-plugins.sh)", path.display()),
                 ));
             }
         }
         if tenant.routes.is_empty() {
-            return Err(self.invalid(format!("{key}.routes"), "the tenant has no route"));
+            problems.push(self.invalid(format!("{key}.routes"), "the tenant has no route"));
         }
         let mut table = routes::RouteTable::builder();
         for (path, route) in &tenant.routes {
             let rkey = format!("{key}.routes.\"{path}\"");
-            table
-                .insert(path, ())
-                .map_err(|reason| self.invalid(&rkey, reason))?;
-            if let Some(expr) = &route.selection {
-                SelectionExpression::parse(expr)
-                    .map_err(|reason| self.invalid(format!("{rkey}.selection"), reason))?;
+            if let Err(reason) = table.insert(path, ()) {
+                problems.push(self.invalid(&rkey, reason));
+            }
+            if let Some(expr) = &route.selection
+                && let Err(reason) = SelectionExpression::parse(expr)
+            {
+                problems.push(self.invalid(format!("{rkey}.selection"), reason));
             }
             if route.plugin.is_none() && route.keys.is_empty() {
-                return Err(
-                    self.invalid(&rkey, "the route names no plugin; set `plugin` or `keys`")
-                );
+                problems
+                    .push(self.invalid(&rkey, "the route names no plugin; set `plugin` or `keys`"));
             }
             let mut referenced: Vec<(String, &String)> = Vec::new();
             if let Some(plugin) = &route.plugin {
@@ -361,13 +404,13 @@ impl Config {
                 if special
                     && ![CONNECT_KEY, DISCONNECT_KEY, DEFAULT_KEY].contains(&route_key.as_str())
                 {
-                    return Err(self.invalid(
+                    problems.push(self.invalid(
                         format!("{rkey}.keys.\"{route_key}\""),
                         "unknown special key; the special keys are $connect, $disconnect and $default",
                     ));
                 }
                 if !special && route.selection.is_none() {
-                    return Err(self.invalid(
+                    problems.push(self.invalid(
                         format!("{rkey}.keys.\"{route_key}\""),
                         "a custom route key needs a `selection` expression such as \"$request.body.action\"",
                     ));
@@ -376,7 +419,7 @@ impl Config {
             }
             for (ref_key, plugin) in referenced {
                 if !tenant.plugins.contains_key(plugin) {
-                    return Err(self.invalid(
+                    problems.push(self.invalid(
                         ref_key,
                         format!(
                             "no plugin `{plugin}` in this tenant; define it under {key}.plugins"
@@ -385,7 +428,6 @@ impl Config {
                 }
             }
         }
-        Ok(())
     }
 }
 
@@ -592,6 +634,52 @@ mod tests {
             config.admin.tenant_hosts["demo"],
             ["demo.example.com".to_owned()]
         );
+    }
+
+    /// Validation goes on past a problem: independent problems across sections,
+    /// tenants, plugins and routes are all reported, in the order of the checks, and
+    /// `parse` refuses the config with the first of them.
+    #[test]
+    fn every_problem_is_reported() {
+        let text = r#"
+            [admin]
+            max_connections = 0
+            [tenants.demo.plugins.echo]
+            path = "Cargo.toml"
+            [tenants.demo.plugins.gone]
+            path = "no-such.wasm"
+            [tenants.demo.routes."/echo"]
+            plugin = "nope"
+            [tenants.demo.routes."/bad-{x}"]
+            plugin = "echo"
+            [tenants.health.plugins.echo]
+            path = "Cargo.toml"
+            limits = { timeout = "0s" }
+            [tenants.health.routes."/echo"]
+            plugin = "echo"
+        "#;
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let file = std::path::Path::new("test.toml");
+        let (_, problems) = crate::config::Config::parse_all(text, file, base).unwrap();
+        let keys: Vec<String> = problems
+            .iter()
+            .map(|problem| match problem {
+                crate::config::ConfigError::Invalid { key, .. } => key.clone(),
+                other => panic!("not a validation problem: {other}"),
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "admin.max_connections",
+                "tenants.demo.plugins.gone.path",
+                "tenants.demo.routes.\"/bad-{x}\"",
+                "tenants.demo.routes.\"/echo\".plugin",
+                "tenants.health",
+                "tenants.health.plugins.echo.limits.timeout",
+            ]
+        );
+        assert_eq!(error(text), problems[0].to_string());
     }
 
     #[test]

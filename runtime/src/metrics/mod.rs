@@ -101,22 +101,54 @@ struct PluginName {
     plugin: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    tenant: String,
+    plugin: String,
+    event: &'static str,
+}
+
+/// The events a plugin handles, as labels and indexes of [`PluginMetrics::events`].
+const EVENTS: [&str; 3] = ["connect", "message", "disconnect"];
+
+/// Which event a plugin ran, for [`PluginMetrics::event_ran`].
+#[derive(Debug, Clone, Copy)]
+pub enum EventKind {
+    /// `$connect`.
+    Connect = 0,
+    /// A message.
+    Message = 1,
+    /// `$disconnect`.
+    Disconnect = 2,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    result: &'static str,
+}
+
 /// Every metric of the gateway.
 pub struct Metrics {
     registry: Registry,
     connections: Family<TenantLabel, Gauge>,
     closed: Family<CloseLabels, Counter>,
     refused: Family<StatusLabels, Counter>,
+    upgrades: Family<StatusLabels, Counter>,
     messages_in: Family<TenantLabel, Counter>,
+    bytes_in: Family<TenantLabel, Counter>,
+    messages_out: Family<TenantLabel, Counter>,
+    bytes_out: Family<TenantLabel, Counter>,
     limits: Family<LimitLabels, Counter>,
     plugin_failures: Family<PluginLabels, Counter>,
     heavy_events: Family<PluginName, Counter>,
+    event_seconds: Family<EventLabels, Histogram, fn() -> Histogram>,
     host_calls: Family<ImportLabels, Counter>,
     auth_failures: Family<AuthFailureLabel, Counter>,
     outbound: Family<OutboundLabels, Counter>,
     outbound_seconds: Family<PluginName, Histogram, fn() -> Histogram>,
     cluster_swept: Counter,
     cluster_degraded: Gauge,
+    reloads: Family<ReloadLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,16 +165,22 @@ impl Metrics {
             connections: Family::default(),
             closed: Family::default(),
             refused: Family::default(),
+            upgrades: Family::default(),
             messages_in: Family::default(),
+            bytes_in: Family::default(),
+            messages_out: Family::default(),
+            bytes_out: Family::default(),
             limits: Family::default(),
             plugin_failures: Family::default(),
             heavy_events: Family::default(),
+            event_seconds: Family::new_with_constructor(event_buckets),
             host_calls: Family::default(),
             auth_failures: Family::default(),
             outbound: Family::default(),
             outbound_seconds: Family::new_with_constructor(outbound_buckets),
             cluster_swept: Counter::default(),
             cluster_degraded: Gauge::default(),
+            reloads: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,9 +199,29 @@ impl Metrics {
             metrics.refused.clone(),
         );
         registry.register(
+            "upgrades",
+            "Upgrade requests by the status they were answered with (101, or the HTTP error); tenant \"\" before a tenant is known",
+            metrics.upgrades.clone(),
+        );
+        registry.register(
             "messages_received",
             "Messages received from clients",
             metrics.messages_in.clone(),
+        );
+        registry.register(
+            "message_bytes_received",
+            "Bytes of the messages received from clients (payloads)",
+            metrics.bytes_in.clone(),
+        );
+        registry.register(
+            "messages_sent",
+            "Messages written to clients: plugin replies, sends, broadcasts, management API posts, error frames",
+            metrics.messages_out.clone(),
+        );
+        registry.register(
+            "message_bytes_sent",
+            "Bytes of the messages written to clients (payloads)",
+            metrics.bytes_out.clone(),
         );
         registry.register(
             "plugin_failures",
@@ -225,6 +283,19 @@ impl Metrics {
             "1 while this node cannot reach the cluster's Redis (it still serves its own clients)",
             metrics.cluster_degraded.clone(),
         );
+        registry.register(
+            "plugin_event_duration_seconds",
+            "Plugin events by tenant, plugin and event (connect, message, disconnect): time from the gateway's call to the plugin's answer, waits for an instance included; _count is the number of invocations",
+            metrics.event_seconds.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Config reloads (SIGHUP or POST /-/reload), by result (ok, refused)",
+            metrics.reloads.clone(),
+        );
+        for result in ["ok", "refused"] {
+            let _ = metrics.reloads.get_or_create(&ReloadLabel { result });
+        }
         Arc::new(Metrics {
             registry,
             ..metrics
@@ -242,6 +313,12 @@ impl Metrics {
     /// Counts connections of dead nodes swept by this node.
     pub fn cluster_swept(&self, n: u64) {
         self.cluster_swept.inc_by(n);
+    }
+
+    /// Counts a reload: put in force (`ok`) or refused.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "refused" };
+        self.reloads.get_or_create(&ReloadLabel { result }).inc();
     }
 
     /// Sets whether this node is cut off from the cluster's Redis.
@@ -263,10 +340,20 @@ impl Metrics {
                     .clone()
             })
             .collect();
+        let events = EVENTS.map(|event| {
+            self.event_seconds
+                .get_or_create(&EventLabels {
+                    tenant: tenant.to_owned(),
+                    plugin: plugin.to_owned(),
+                    event,
+                })
+                .clone()
+        });
         PluginMetrics {
             tenant: tenant.to_owned(),
             plugin: plugin.to_owned(),
             host_calls,
+            events,
             all: self.clone(),
         }
     }
@@ -290,12 +377,12 @@ impl Metrics {
 
     /// Counts an upgrade refused with `status` (before a tenant is known: tenant "").
     pub fn refused(&self, tenant: &str, status: u16) {
-        self.refused
-            .get_or_create(&StatusLabels {
-                tenant: tenant.to_owned(),
-                status,
-            })
-            .inc();
+        let labels = StatusLabels {
+            tenant: tenant.to_owned(),
+            status,
+        };
+        self.upgrades.get_or_create(&labels).inc();
+        self.refused.get_or_create(&labels).inc();
     }
 
     /// The metrics of one tenant.
@@ -307,9 +394,19 @@ impl Metrics {
             tenant: tenant.to_owned(),
             connections: self.connections.get_or_create(&label).clone(),
             messages_in: self.messages_in.get_or_create(&label).clone(),
+            bytes_in: self.bytes_in.get_or_create(&label).clone(),
+            messages_out: self.messages_out.get_or_create(&label).clone(),
+            bytes_out: self.bytes_out.get_or_create(&label).clone(),
             all: self.clone(),
         }
     }
+}
+
+/// Buckets of the plugin event histogram: 100 µs to about 13 s, doubling.
+fn event_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0001, 2.0, 18,
+    ))
 }
 
 /// Buckets of the outbound duration histogram: 1 ms to about 33 s, doubling.
@@ -325,6 +422,9 @@ pub struct TenantMetrics {
     tenant: String,
     connections: Gauge,
     messages_in: Counter,
+    bytes_in: Counter,
+    messages_out: Counter,
+    bytes_out: Counter,
     all: Arc<Metrics>,
 }
 
@@ -340,9 +440,16 @@ impl TenantMetrics {
             .inc();
     }
 
-    /// A message arrived from a client.
-    pub fn message_in(&self) {
+    /// A message of `bytes` arrived from a client.
+    pub fn message_in(&self, bytes: usize) {
         self.messages_in.inc();
+        self.bytes_in.inc_by(bytes as u64);
+    }
+
+    /// A message of `bytes` was written to a client.
+    pub fn message_out(&self, bytes: usize) {
+        self.messages_out.inc();
+        self.bytes_out.inc_by(bytes as u64);
     }
 
     /// A client limit refused or closed something.
@@ -364,6 +471,17 @@ impl TenantMetrics {
     pub fn refused(&self, status: u16) {
         self.all.refused(&self.tenant, status);
     }
+
+    /// An upgrade was answered 101.
+    pub fn upgraded(&self) {
+        self.all
+            .upgrades
+            .get_or_create(&StatusLabels {
+                tenant: self.tenant.clone(),
+                status: 101,
+            })
+            .inc();
+    }
 }
 
 /// A plugin's metrics, with its host-call counters resolved.
@@ -373,6 +491,8 @@ pub struct PluginMetrics {
     plugin: String,
     /// One counter per import, indexed by [`Import::index`].
     host_calls: Vec<Counter>,
+    /// One histogram per event kind, indexed by [`EventKind`].
+    events: [Histogram; 3],
     all: Arc<Metrics>,
 }
 
@@ -380,6 +500,11 @@ impl PluginMetrics {
     /// Every metric of the gateway.
     pub fn all(&self) -> &Arc<Metrics> {
         &self.all
+    }
+
+    /// Records an event the plugin ran (or failed) in `seconds`.
+    pub fn event_ran(&self, kind: EventKind, seconds: f64) {
+        self.events[kind as usize].observe(seconds);
     }
 
     /// Counts a host call.

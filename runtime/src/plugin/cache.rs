@@ -31,6 +31,8 @@ pub enum Origin {
     Compiled,
     /// Read from the cache.
     Cached,
+    /// Kept from the config in force: the same bytes were loaded before (a reload).
+    Kept,
 }
 
 impl Origin {
@@ -39,6 +41,7 @@ impl Origin {
         match self {
             Origin::Compiled => "compiled",
             Origin::Cached => "cache",
+            Origin::Kept => "kept",
         }
     }
 }

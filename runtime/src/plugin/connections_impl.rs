@@ -243,6 +243,15 @@ pub(super) mod tests {
         })
     }
 
+    /// Runs a future that never waits (a host call) to its end.
+    pub fn now<F: std::future::Future>(future: F) -> F::Output {
+        let waker = std::task::Waker::noop();
+        match std::pin::pin!(future).poll(&mut std::task::Context::from_waker(waker)) {
+            std::task::Poll::Ready(value) => value,
+            std::task::Poll::Pending => panic!("a host call waited"),
+        }
+    }
+
     /// A store's state for a plugin of tenant "t" with `access`, in an event of
     /// connection `current`: 20 host calls, 8-byte messages.
     pub fn state(registry: Arc<dyn Registry>, access: Access, current: &str) -> HostState {
@@ -276,6 +285,11 @@ pub(super) mod tests {
                 .unwrap(),
             ),
             domain_name: Default::default(),
+            execution_log: Arc::new(crate::execlog::ExecutionLog::new(
+                100,
+                1 << 20,
+                Default::default(),
+            )),
         };
         let mut state = HostState::new(Arc::new(scope));
         state.event.connection = current.into();

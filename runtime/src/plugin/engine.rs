@@ -39,7 +39,13 @@ pub struct Host {
     cache: cache::ComponentCache,
     /// The per-function compilation cache, when on; emptied once plugins are loaded.
     functions: Option<Arc<function_cache::FunctionCache>>,
+    /// The components of the config in force, by the SHA-256 of their bytes: a reload
+    /// reuses an unchanged one instead of compiling or reading it again.
+    resident: std::sync::Mutex<std::collections::HashMap<Digest, Component>>,
 }
+
+/// The SHA-256 of a component's bytes.
+pub type Digest = [u8; 32];
 
 impl Host {
     /// Creates the engine, with `max_wasm_stack` bytes of wasm stack per call, the
@@ -100,6 +106,7 @@ impl Host {
             linker,
             cache: cache::ComponentCache::new(cache_dir),
             functions,
+            resident: Default::default(),
         })
     }
 
@@ -114,6 +121,17 @@ impl Host {
                 ),
             })
         })
+    }
+
+    /// The component of the config in force whose bytes have this digest, if any.
+    pub fn resident(&self, digest: &Digest) -> Option<Component> {
+        let resident = self.resident.lock().unwrap_or_else(|e| e.into_inner());
+        resident.get(digest).cloned()
+    }
+
+    /// Makes `components` the resident set: those of the config now in force.
+    pub fn keep_resident(&self, components: std::collections::HashMap<Digest, Component>) {
+        *self.resident.lock().unwrap_or_else(|e| e.into_inner()) = components;
     }
 
     /// Ends loading: frees the function cache (nothing compiles after start-up) and

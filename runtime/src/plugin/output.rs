@@ -274,14 +274,7 @@ mod tests {
         (result, text)
     }
 
-    /// Runs a future that never waits (a host call) to its end.
-    fn now<F: std::future::Future>(future: F) -> F::Output {
-        let waker = std::task::Waker::noop();
-        match std::pin::pin!(future).poll(&mut Context::from_waker(waker)) {
-            Poll::Ready(value) => value,
-            Poll::Pending => panic!("a host call waited"),
-        }
-    }
+    use crate::plugin::connections_impl::tests::now;
 
     #[test]
     fn lines_are_split_cut_and_remembered() {

@@ -19,7 +19,7 @@ use super::state::{EventScope, HostState, PluginScope};
 /// this only ever cuts guests blocked in a host wait.
 const WALL_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 use super::{PluginError, convert, epoch, heavy};
-use crate::metrics::FailureKind;
+use crate::metrics::{EventKind, FailureKind};
 use crate::registry::{ConnectionMeta, now_ms};
 
 /// A live instance and its store.
@@ -93,9 +93,29 @@ impl Plugin {
         &self.scope.plugin
     }
 
-    /// Counts a failure in the metrics.
+    /// Counts a failure found outside the event runner (a reply over the tenant's size
+    /// limit) in the metrics, and keeps it in the tenant's execution log.
     pub fn record_failure(&self, kind: FailureKind) {
         self.scope.metrics.failure(kind);
+        let what = match kind {
+            FailureKind::ReplyTooLarge => {
+                "the plugin's reply was over the tenant's max_message_bytes and was dropped"
+            }
+            _ => "the plugin's event failed",
+        };
+        let message = format!("{what} ({kind})");
+        self.scope
+            .execution_log
+            .failure(&self.scope.plugin, "", "", &message);
+    }
+
+    /// Keeps a failed event in the tenant's execution log, where the tenant sees why
+    /// its clients got an error (the runner has counted it in the metrics).
+    fn log_failure(&self, route: &str, connection: &str, error: &PluginError) {
+        let message = format!("the event failed ({}): {error}", error.kind());
+        self.scope
+            .execution_log
+            .failure(&self.scope.plugin, route, connection, &message);
     }
 
     /// Runs `$connect`.
@@ -153,12 +173,38 @@ impl Plugin {
         connection: &Arc<str>,
         event: Event,
     ) -> Result<Outcome, PluginError> {
+        let kind = match &event {
+            Event::Connect(_) => EventKind::Connect,
+            Event::Message { .. } => EventKind::Message,
+            Event::Disconnect { .. } => EventKind::Disconnect,
+        };
+        let started = Instant::now();
+        let outcome = self.run_on_lane(route, connection, event).await;
+        if let Err(error) = &outcome {
+            self.log_failure(route, connection, error);
+        }
+        self.scope
+            .metrics
+            .event_ran(kind, started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// Runs an event on its lane (see [`Plugin::run`]).
+    async fn run_on_lane(
+        self: &Arc<Self>,
+        route: &Arc<str>,
+        connection: &Arc<str>,
+        event: Event,
+    ) -> Result<Outcome, PluginError> {
         if !self.is_heavy() {
             return self.call(route, connection, event).await;
         }
         self.scope.metrics.heavy_event();
         let (this, route, connection) = (self.clone(), route.clone(), connection.clone());
-        heavy::run(async move { this.call(&route, &connection, event).await })
+        // A task on the lane's runtime starts outside any span: take the connection's
+        // along, so the event's log lines (the guest's output, a suspension) name it.
+        let event = async move { this.call(&route, &connection, event).await };
+        heavy::run(tracing::Instrument::in_current_span(event))
             .await
             .unwrap_or_else(|err| {
                 Err(PluginError::Trap(format!(
@@ -176,7 +222,7 @@ impl Plugin {
         event: Event,
     ) -> Result<Outcome, PluginError> {
         if now_ms() < self.suspended_until_ms.load(Ordering::Relaxed) {
-            self.record_failure(FailureKind::Suspended);
+            self.scope.metrics.failure(FailureKind::Suspended);
             return Err(PluginError::Suspended(self.scope.limits.suspend_for));
         }
         let started = Instant::now();
@@ -230,7 +276,7 @@ impl Plugin {
         match tokio::time::timeout_at(deadline.into(), take).await {
             Ok(turn) => Ok(turn),
             Err(_) => {
-                self.record_failure(FailureKind::Instances);
+                self.scope.metrics.failure(FailureKind::Instances);
                 Err(PluginError::Busy(self.scope.limits.timeout))
             }
         }
@@ -331,7 +377,7 @@ impl Plugin {
     /// microseconds), so they never suspend; timeouts burn a whole time budget each.
     fn failed(&self, err: wasmtime::Error, stderr: Vec<String>) -> PluginError {
         let error = self.classify(err, stderr);
-        self.record_failure(error.kind());
+        self.scope.metrics.failure(error.kind());
         if matches!(error, PluginError::Timeout(_) | PluginError::Memory(_)) {
             let failures = self.expensive_failures.fetch_add(1, Ordering::Relaxed) + 1;
             let limits = &self.scope.limits;

@@ -13,9 +13,10 @@ use super::grants::Grants;
 use super::outbound::{Hooks, Outbound};
 use super::output::GuestOutput;
 use super::quota::{Limiter, TenantQuota, Turn};
-use crate::config::PluginLimits;
-use crate::metrics::PluginMetrics;
-use crate::registry::Registry;
+use crate::config::{PluginConfig, PluginLimits, TenantConfig};
+use crate::execlog::ExecutionLog;
+use crate::metrics::{Metrics, PluginMetrics};
+use crate::registry::{LocalRegistry, Registry};
 
 /// What a plugin may see and reach; fixed when the plugin is loaded.
 #[derive(Debug)]
@@ -52,6 +53,58 @@ pub struct PluginScope {
     /// The management API's public `host:port` (config key `wsgate.domain_name`), once
     /// the admin listener is bound.
     pub domain_name: Arc<std::sync::OnceLock<String>>,
+    /// The tenant's execution log, where the plugin's log lines and failed events are
+    /// kept for the tenant to read (`GET /{tenant}/@logs`).
+    pub execution_log: Arc<ExecutionLog>,
+}
+
+impl PluginScope {
+    /// The scope of plugin `name` (`plugin`) of tenant `tenant` outside any gateway: an
+    /// empty registry and metrics of its own, and the limits, grants and outbound
+    /// settings of its config, as serving would give it. With it a plugin is linked as
+    /// the gateway would link it (`wsgate check`). `base_dir` resolves
+    /// `outbound_ca_file`; `runtime` would run its HTTP calls. Fails with the reason
+    /// when the plugin's outbound settings are unusable (a bad CA file).
+    pub fn standalone(
+        tenant: &str,
+        tenant_config: &TenantConfig,
+        name: &str,
+        plugin: &PluginConfig,
+        base_dir: &std::path::Path,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<PluginScope, String> {
+        let metrics = Metrics::new();
+        let outbound = Outbound::from_config(
+            tenant,
+            name,
+            plugin,
+            base_dir,
+            metrics.plugin(tenant, name),
+            runtime,
+        )?;
+        let limits = &tenant_config.limits;
+        Ok(PluginScope {
+            tenant: tenant.into(),
+            plugin: name.into(),
+            registry: Arc::new(LocalRegistry::default()),
+            config: plugin.config.clone().into_iter().collect(),
+            grants: Grants::from_config(plugin),
+            max_message_bytes: limits.max_message_bytes,
+            limits: plugin.limits.clone(),
+            metrics: metrics.plugin(tenant, name),
+            instances: Arc::new(tokio::sync::Semaphore::new(plugin.limits.max_instances)),
+            quota: Arc::new(TenantQuota::new(limits.max_instances, limits.memory_bytes)),
+            events: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_events)),
+            heavy_until_ms: Default::default(),
+            outbound: Arc::new(outbound),
+            domain_name: Default::default(),
+            execution_log: Arc::new(ExecutionLog::new(
+                limits.execution_log_entries,
+                limits.execution_log_bytes,
+                Default::default(),
+            )),
+        })
+    }
 }
 
 /// The event being handled, set before each call.

@@ -395,10 +395,25 @@ impl LocalRegistry {
 
     /// Asks this node's open connections to close; see [`Registry::close_all`].
     pub fn close_all_now(&self, close: Close) -> usize {
+        self.close_matching(&ListFilter::default(), close)
+    }
+
+    /// Asks this node's open connections that match `filter` to close; returns how
+    /// many were asked.
+    pub fn close_matching(&self, filter: &ListFilter, close: Close) -> usize {
         let frame = close.frame();
-        self.matching(&ListFilter::default())
+        self.matching(filter)
             .iter()
             .filter(|c| c.close(frame.clone()).is_ok())
+            .count()
+    }
+
+    /// How many registered connections (closing ones included) match `filter`.
+    pub fn count_matching(&self, filter: &ListFilter) -> usize {
+        self.shared
+            .connections
+            .iter()
+            .filter(|entry| filter.matches(&entry.meta))
             .count()
     }
 }

@@ -4,19 +4,28 @@
 //! routes, plugins, limits and credentials. The current snapshot sits behind an atomic
 //! pointer: [`Gateway::swap`] installs a new one while sockets live, and connections
 //! look their route up by stable keys (tenant id, route template) at every event.
+//!
+//! - `reload`: re-reading the config file into a new snapshot, what changed, and the
+//!   routes a reload removed, served until their grace ends.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod reload;
+
+pub use reload::{ReloadError, ReloadReport, reload_on_hangup};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::cluster::{Cluster, ClusterRegistry};
-use crate::config::{AdminConfig, Config, ConfigError, GlobalLimits};
+use crate::config::{AdminConfig, Config, ConfigError, GlobalLimits, LifecycleConfig};
 use crate::credentials::Keys;
+use crate::execlog::ExecutionLog;
 use crate::metrics::Metrics;
 use crate::plugin::{
-    EngineError, Grants, Host, Loader, Outbound, Plugin, PluginScope, TenantQuota,
+    Digest, EngineError, Grants, Host, Loader, Outbound, Plugin, PluginScope, TenantQuota,
 };
 use crate::registry::{LocalRegistry, Registry};
 use crate::tenant::{Route, Tenant};
@@ -35,6 +44,9 @@ pub enum GatewayError {
     Cluster(#[from] crate::cluster::ClusterError),
 }
 
+/// A route's stable key across snapshots: tenant id and template.
+type RouteKey = (Arc<str>, Arc<str>);
+
 /// What lives as long as the process.
 pub struct Gateway {
     /// The wasm engine and linker every snapshot's plugins are compiled with.
@@ -49,6 +61,9 @@ pub struct Gateway {
     /// Each tenant's connection slots, by tenant id: like registries, they outlive
     /// snapshots.
     tenant_slots: Mutex<HashMap<Arc<str>, Slots>>,
+    /// Each tenant's share of the cores and its quotas, by tenant id: they outlive
+    /// snapshots (a reload updates the quotas).
+    shares: Mutex<HashMap<Arc<str>, Arc<crate::fair::TenantShare>>>,
     /// What the config says now.
     current: ArcSwap<Snapshot>,
     /// The management API's public `host:port`, known once the admin listener is bound
@@ -58,6 +73,23 @@ pub struct Gateway {
     runtime: tokio::runtime::Handle,
     /// This node's membership of a cluster, in cluster mode.
     cluster: Option<Arc<Cluster>>,
+    /// The config file, read again at each reload.
+    config_file: PathBuf,
+    /// The TLS settings both listeners accept with, when `[tls]` is set; replaced by a
+    /// reload, so a rotated certificate serves the next handshake.
+    tls: ArcSwapOption<rustls::ServerConfig>,
+    /// Set once the node drains: `/ready` answers 503 and new upgrades are refused.
+    draining: AtomicBool,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    /// Routes a reload removed, by tenant id and template, served to the connections
+    /// they still have until their grace ends.
+    retiring: Mutex<HashMap<RouteKey, Arc<Route>>>,
+    /// Each tenant's execution log, by tenant id: like registries, they outlive
+    /// snapshots, so a reload loses no entry and keeps the sequence numbers going.
+    execution_logs: Mutex<HashMap<Arc<str>, Arc<ExecutionLog>>>,
+    /// Cancelled at shutdown: ends every execution log's followers.
+    stop_following: tokio_util::sync::CancellationToken,
 }
 
 /// What a reload replaces: one config's tenants with their plugins loaded.
@@ -73,6 +105,13 @@ pub struct Snapshot {
     pub keys: Keys,
     /// The admin listener's limits.
     pub admin: AdminConfig,
+    /// Reloads and draining.
+    pub lifecycle: LifecycleConfig,
+    /// The config this snapshot was built from (what a reload compares against).
+    config: Config,
+    /// Each plugin's component digest and settings, by tenant and plugin name: what a
+    /// reload compares to say which plugins it replaced.
+    plugins: BTreeMap<(String, String), (Digest, String)>,
 }
 
 /// A counter of slots under a cap: the gateway's sockets, or a tenant's connections.
@@ -119,6 +158,16 @@ impl Gateway {
             limits: config.limits.clone(),
             keys: Keys::default(),
             admin: config.admin.clone(),
+            lifecycle: config.lifecycle.clone(),
+            config: config.clone(),
+            plugins: BTreeMap::new(),
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some(
+                crate::tls::server_config(tls, &config.base_dir)
+                    .map_err(|e| config.invalid(e.key, e.reason))?,
+            ),
+            None => None,
         };
         let gateway = Gateway {
             host,
@@ -126,6 +175,7 @@ impl Gateway {
             registries: Mutex::default(),
             open: Slots::default(),
             tenant_slots: Mutex::default(),
+            shares: Mutex::default(),
             current: ArcSwap::from_pointee(empty),
             domain_name: Arc::default(),
             runtime: tokio::runtime::Handle::try_current().map_err(|_| {
@@ -134,6 +184,13 @@ impl Gateway {
                 ))
             })?,
             cluster: config.cluster.as_ref().map(Cluster::new).transpose()?,
+            config_file: config.file.clone(),
+            tls: ArcSwapOption::new(tls),
+            draining: AtomicBool::new(false),
+            reloading: tokio::sync::Mutex::new(()),
+            retiring: Mutex::default(),
+            execution_logs: Mutex::default(),
+            stop_following: Default::default(),
         };
         let snapshot = gateway.build(config)?;
         gateway.swap(snapshot);
@@ -158,9 +215,11 @@ impl Gateway {
         let mut loader = Loader::new(&self.host);
         let mut tenants = HashMap::new();
         let mut hosts = HashMap::new();
+        let mut fingerprints = BTreeMap::new();
         for (id, tenant_config) in &config.tenants {
             let metrics = Arc::new(self.metrics.tenant(id));
             let registry = self.registry(id, &metrics);
+            let execution_log = self.execution_log_or_new(id, &tenant_config.limits);
             let events = Arc::new(tokio::sync::Semaphore::new(
                 tenant_config.limits.max_concurrent_events,
             ));
@@ -188,7 +247,7 @@ impl Gateway {
                     tenant: id.as_str().into(),
                     plugin: name.as_str().into(),
                     registry: registry.clone(),
-                    config: plugin_config.config.clone().into_iter().collect(),
+                    config: plugin_settings(plugin_config, self.tls.load().is_some()),
                     grants: Grants::from_config(plugin_config),
                     max_message_bytes: tenant_config.limits.max_message_bytes,
                     limits: plugin_config.limits.clone(),
@@ -201,9 +260,14 @@ impl Gateway {
                     heavy_until_ms: Default::default(),
                     outbound: Arc::new(outbound),
                     domain_name: self.domain_name.clone(),
+                    execution_log: execution_log.clone(),
                 };
-                let plugin = loader.load(config, id, name, plugin_config, scope)?;
-                plugins.insert(name.clone(), Arc::new(plugin));
+                let loaded = loader.load(config, id, name, plugin_config, scope)?;
+                fingerprints.insert(
+                    (id.clone(), name.clone()),
+                    (loaded.digest, format!("{plugin_config:?}")),
+                );
+                plugins.insert(name.clone(), Arc::new(loaded.plugin));
             }
             let tenant = Arc::new(Tenant::new(
                 id,
@@ -211,6 +275,7 @@ impl Gateway {
                 &plugins,
                 registry,
                 self.tenant_slots(id),
+                self.tenant_share(id, &tenant_config.limits),
                 metrics,
             ));
             for name in &tenant_config.hosts {
@@ -225,12 +290,27 @@ impl Gateway {
             hosts,
             limits: config.limits.clone(),
             admin: config.admin.clone(),
+            lifecycle: config.lifecycle.clone(),
+            config: config.clone(),
+            plugins: fingerprints,
         })
     }
 
     /// Installs `snapshot`: new upgrades and every connection's next event use it;
     /// events already running finish on the one they started with.
     pub fn swap(&self, snapshot: Snapshot) {
+        {
+            let logs = self
+                .execution_logs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (id, tenant) in &snapshot.config.tenants {
+                if let Some(log) = logs.get(id.as_str()) {
+                    let limits = &tenant.limits;
+                    log.set_limits(limits.execution_log_entries, limits.execution_log_bytes);
+                }
+            }
+        }
         self.current.store(Arc::new(snapshot));
     }
 
@@ -239,20 +319,95 @@ impl Gateway {
         self.current.load_full()
     }
 
-    /// The route `template` of tenant `tenant` in the snapshot in force now.
+    /// The route `template` of tenant `tenant` in the snapshot in force now, or, if a
+    /// reload removed it, the route as it was until its grace ends.
     pub fn route(&self, tenant: &str, template: &str) -> Option<Arc<Route>> {
-        self.current
+        let current = self
+            .current
             .load()
             .tenants
-            .get(tenant)?
-            .route(template)
-            .cloned()
+            .get(tenant)
+            .and_then(|t| t.route(template).cloned());
+        current.or_else(|| {
+            let retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+            retiring.get(&(tenant.into(), template.into())).cloned()
+        })
+    }
+
+    /// The TLS settings new connections are accepted with, when `[tls]` is set.
+    pub fn tls(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.load_full()
+    }
+
+    /// Starts draining: `/ready` answers 503 and new upgrades are refused with 503,
+    /// while open connections are served. Returns the configured drain delay.
+    pub fn drain(&self) -> std::time::Duration {
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            tracing::info!("draining: new clients are refused and /ready answers 503");
+        }
+        self.snapshot().lifecycle.drain_delay
+    }
+
+    /// Whether the node drains (see [`Gateway::drain`]).
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Takes a slot under the gateway-wide connection cap, if one is free. A socket
     /// holds one from accept to close, so sockets still in their upgrade count too.
     pub fn connection_slot(&self) -> Option<ConnectionSlot> {
         self.open.take(self.current.load().limits.max_connections)
+    }
+
+    /// The execution log of tenant `id`, if the tenant was ever configured.
+    pub fn execution_log(&self, id: &str) -> Option<Arc<ExecutionLog>> {
+        let logs = self
+            .execution_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        logs.get(id).cloned()
+    }
+
+    /// Ends every follower of an execution log, and any that starts later: the
+    /// gateway is shutting down.
+    pub fn stop_following(&self) {
+        self.stop_following.cancel();
+    }
+
+    /// The execution log of tenant `id`, made on first use with `limits` and kept for
+    /// the process's life (a swap applies later limits).
+    fn execution_log_or_new(
+        &self,
+        id: &str,
+        limits: &crate::config::TenantLimits,
+    ) -> Arc<ExecutionLog> {
+        let mut logs = self
+            .execution_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        logs.entry(id.into())
+            .or_insert_with(|| {
+                Arc::new(ExecutionLog::new(
+                    limits.execution_log_entries,
+                    limits.execution_log_bytes,
+                    self.stop_following.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// The share of tenant `id` (its turns and quotas), made on first use with
+    /// `limits` and kept for the process's life; a reload updates its quotas.
+    fn tenant_share(
+        &self,
+        id: &str,
+        limits: &crate::config::TenantLimits,
+    ) -> Arc<crate::fair::TenantShare> {
+        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        shares
+            .entry(id.into())
+            .or_insert_with(|| Arc::new(crate::fair::TenantShare::new(limits)))
+            .clone()
     }
 
     /// The connection slots of tenant `id`, made on first use and kept for the
@@ -294,6 +449,21 @@ impl Gateway {
     pub fn degraded(&self) -> Option<String> {
         self.cluster.as_ref()?.degraded()
     }
+}
+
+/// The reserved plugin config key naming the management API's scheme: `https` with
+/// `[tls]`, else `http`. With `wsgate.domain_name` it makes the management URL a plugin
+/// hands to backends (the integration plugin's `aws` shape).
+const MANAGEMENT_SCHEME: &str = "wsgate.management_scheme";
+
+/// A plugin's config keys as its scope holds them (sorted), with the reserved
+/// [`MANAGEMENT_SCHEME`]. Turning TLS on or off takes a restart (a reload keeps what the
+/// listeners speak), so `tls` as the listeners have it now holds for the snapshot's life.
+fn plugin_settings(plugin: &crate::config::PluginConfig, tls: bool) -> Vec<(String, String)> {
+    let mut settings = plugin.config.clone();
+    let scheme = if tls { "https" } else { "http" };
+    settings.insert(MANAGEMENT_SCHEME.to_owned(), scheme.to_owned());
+    settings.into_iter().collect()
 }
 
 impl Snapshot {

@@ -1,0 +1,387 @@
+//! Reloading under live traffic: the config file is read again and every plugin loaded
+//! (an unchanged component is reused, not compiled) into a new snapshot, which is put in
+//! force only if all of it loads. Connections stay open: their next event runs the new
+//! plugin, and an event already running finishes on the old one. Routes a reload
+//! removed keep serving the connections they have for `lifecycle.reload_grace`, then
+//! close them with 1001.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{Gateway, RouteKey, Snapshot};
+use crate::close::Close;
+use crate::config::{Config, ConfigError};
+use crate::registry::ListFilter;
+use crate::tenant::Route;
+
+/// How long the end of a grace waits for the connections it closed to finish (their
+/// close handshake and `$disconnect`) before it forgets their old route.
+const CLOSE_WAIT: Duration = Duration::from_secs(15);
+
+/// Why a reload was refused. The config in force stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config or one of its plugins is unusable (file, key and reason).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The loading thread failed (a bug: it is logged with its panic).
+    #[error("the reload failed unexpectedly: {0}")]
+    Internal(String),
+}
+
+/// What a reload changed, for its answer and its log line.
+#[derive(Debug, Default, Serialize)]
+pub struct ReloadReport {
+    /// How long reading, loading and swapping took, in milliseconds.
+    pub took_ms: u64,
+    /// Tenants by id.
+    pub tenants: Changes,
+    /// Routes, as `tenant template` (e.g. `demo /chat/{room}`).
+    pub routes: Changes,
+    /// Plugins, as `tenant/plugin`: `changed` are those whose component or settings
+    /// differ (replaced), `unchanged` the rest.
+    pub plugins: PluginChanges,
+    /// Settings that differ but are read at start-up only; they take effect at the
+    /// next restart.
+    pub needs_restart: Vec<String>,
+    /// Connections on removed routes, closed with 1001 once the grace ends.
+    pub retiring_connections: usize,
+    /// The grace those connections have, in seconds.
+    pub grace_seconds: f64,
+}
+
+/// Names added, removed and changed.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Changes {
+    /// In the new config only.
+    pub added: Vec<String>,
+    /// In the old config only.
+    pub removed: Vec<String>,
+    /// In both, but different.
+    pub changed: Vec<String>,
+}
+
+/// Plugins added, removed, replaced and kept.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct PluginChanges {
+    /// In the new config only.
+    pub added: Vec<String>,
+    /// In the old config only.
+    pub removed: Vec<String>,
+    /// A new component or new settings.
+    pub replaced: Vec<String>,
+    /// The same component and settings (a new instance pool all the same).
+    pub unchanged: Vec<String>,
+}
+
+impl Changes {
+    fn between<K: Ord + Clone + std::fmt::Display, V: PartialEq>(
+        old: &BTreeMap<K, V>,
+        new: &BTreeMap<K, V>,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        for (key, value) in new {
+            match old.get(key) {
+                None => changes.added.push(key.to_string()),
+                Some(before) if before != value => changes.changed.push(key.to_string()),
+                Some(_) => {}
+            }
+        }
+        changes.removed = old
+            .keys()
+            .filter(|key| !new.contains_key(key))
+            .map(ToString::to_string)
+            .collect();
+        changes
+    }
+}
+
+impl Gateway {
+    /// Reads the config file again and puts it in force if every part of it loads;
+    /// otherwise refuses with the file, key and reason, and the running config stays.
+    /// Reloads run one at a time.
+    pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let started = Instant::now();
+        let gateway = self.clone();
+        // Reading files and compiling components blocks (a large component compiles for
+        // seconds): off the reactor.
+        let loaded = tokio::task::spawn_blocking(move || -> Result<_, ConfigError> {
+            let config = Config::load(&gateway.config_file)?;
+            let tls = match &config.tls {
+                Some(tls) => Some(
+                    crate::tls::server_config(tls, &config.base_dir)
+                        .map_err(|e| config.invalid(e.key, e.reason))?,
+                ),
+                None => None,
+            };
+            let snapshot = gateway.build(&config)?;
+            Ok((snapshot, tls))
+        })
+        .await
+        .map_err(|e| ReloadError::Internal(e.to_string()));
+        let (snapshot, tls) = match loaded.and_then(|r| r.map_err(ReloadError::from)) {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                self.metrics.reload(false);
+                tracing::error!(error = %err, "reload refused; the running config stays");
+                return Err(err);
+            }
+        };
+        let old = self.snapshot();
+        let mut report = diff(&old, &snapshot);
+        let removed = removed_routes(&old, &snapshot);
+        let grace = snapshot.lifecycle.reload_grace;
+        // TLS on or off would change what clients must speak: that waits for a
+        // restart; a new certificate for the same setting serves the next handshake.
+        if old.config.tls.is_some() == tls.is_some() {
+            self.tls.store(tls);
+        }
+        // Quotas change with the config; their state is kept where they did not.
+        for tenant in snapshot.tenants() {
+            tenant.share.update(&tenant.limits);
+        }
+        self.swap(snapshot);
+        {
+            let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+            // A route added back is served by the new config, not its old self.
+            retiring
+                .retain(|(tenant, template), _| self.route_in_force(tenant, template).is_none());
+            for (key, route) in &removed {
+                retiring.insert(key.clone(), route.clone());
+            }
+        }
+        report.retiring_connections = removed
+            .iter()
+            .map(|((tenant, template), _)| self.count_on_route(tenant, template))
+            .sum();
+        report.grace_seconds = grace.as_secs_f64();
+        if !removed.is_empty() {
+            let gateway = self.clone();
+            let keys = removed.into_iter().map(|(key, _)| key).collect();
+            tokio::spawn(async move { gateway.retire(keys, grace).await });
+        }
+        report.took_ms = started.elapsed().as_millis() as u64;
+        self.metrics.reload(true);
+        tracing::info!(
+            took_ms = report.took_ms,
+            tenants = %summary(&report.tenants.added, &report.tenants.removed, &report.tenants.changed),
+            routes = %summary(&report.routes.added, &report.routes.removed, &report.routes.changed),
+            plugins = %summary(&report.plugins.added, &report.plugins.removed, &report.plugins.replaced),
+            retiring_connections = report.retiring_connections,
+            needs_restart = ?report.needs_restart,
+            "reloaded"
+        );
+        Ok(report)
+    }
+
+    /// The route in the snapshot in force, ignoring retiring ones.
+    fn route_in_force(&self, tenant: &str, template: &str) -> Option<Arc<Route>> {
+        self.current
+            .load()
+            .tenants
+            .get(tenant)
+            .and_then(|t| t.route(template).cloned())
+    }
+
+    /// This node's connections on a route.
+    fn count_on_route(&self, tenant: &str, template: &str) -> usize {
+        let registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+        registries.get(tenant).map_or(0, |registry| {
+            registry.count_matching(&ListFilter {
+                route: Some(template.to_owned()),
+                path: None,
+            })
+        })
+    }
+
+    /// After `grace`, closes with 1001 the connections of the removed routes that no
+    /// reload has added back, waits (bounded) for them to finish, and forgets the old
+    /// routes.
+    async fn retire(self: Arc<Self>, keys: Vec<RouteKey>, grace: Duration) {
+        tokio::time::sleep(grace).await;
+        let mut closing = Vec::new();
+        for (tenant, template) in keys {
+            if self.route_in_force(&tenant, &template).is_some() {
+                continue;
+            }
+            let reason = if self.current.load().tenants.contains_key(&tenant) {
+                "route removed by a reload"
+            } else {
+                "tenant removed by a reload"
+            };
+            let filter = ListFilter {
+                route: Some(template.to_string()),
+                path: None,
+            };
+            let registry = {
+                let registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+                registries.get(&tenant).cloned()
+            };
+            if let Some(registry) = registry {
+                let closed = registry.close_matching(&filter, Close::gateway(1001, reason));
+                tracing::info!(tenant = %tenant, route = %template, closed, "reload grace over: {reason}");
+                closing.push((tenant, template, registry, filter));
+            }
+        }
+        let deadline = Instant::now() + CLOSE_WAIT;
+        for (tenant, template, registry, filter) in closing {
+            while registry.count_matching(&filter) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+            retiring.remove(&(tenant, template));
+        }
+    }
+}
+
+/// Every route of `old` that `new` lacks, with its old self.
+fn removed_routes(old: &Snapshot, new: &Snapshot) -> Vec<(RouteKey, Arc<Route>)> {
+    let mut removed = Vec::new();
+    for tenant in old.tenants() {
+        for route in tenant.routes.values() {
+            let kept = new
+                .tenant(&tenant.id)
+                .is_some_and(|t| t.route(&route.template).is_some());
+            if !kept {
+                removed.push(((tenant.id.clone(), route.template.clone()), route.clone()));
+            }
+        }
+    }
+    removed
+}
+
+/// What differs between two snapshots.
+fn diff(old: &Snapshot, new: &Snapshot) -> ReloadReport {
+    let tenants = |s: &Snapshot| -> BTreeMap<String, String> {
+        s.config
+            .tenants
+            .iter()
+            .map(|(id, t)| (id.clone(), tenant_fingerprint(t)))
+            .collect()
+    };
+    let routes = |s: &Snapshot| -> BTreeMap<String, String> {
+        s.config
+            .tenants
+            .iter()
+            .flat_map(|(id, t)| {
+                t.routes
+                    .iter()
+                    .map(move |(template, r)| (format!("{id} {template}"), format!("{r:?}")))
+            })
+            .collect()
+    };
+    let mut plugins = PluginChanges::default();
+    for (key, fingerprint) in &new.plugins {
+        let name = format!("{}/{}", key.0, key.1);
+        match old.plugins.get(key) {
+            None => plugins.added.push(name),
+            Some(before) if before != fingerprint => plugins.replaced.push(name),
+            Some(_) => plugins.unchanged.push(name),
+        }
+    }
+    plugins.removed = old
+        .plugins
+        .keys()
+        .filter(|key| !new.plugins.contains_key(*key))
+        .map(|(tenant, plugin)| format!("{tenant}/{plugin}"))
+        .collect();
+    ReloadReport {
+        tenants: Changes::between(&tenants(old), &tenants(new)),
+        routes: Changes::between(&routes(old), &routes(new)),
+        plugins,
+        needs_restart: needs_restart(&old.config, &new.config),
+        ..ReloadReport::default()
+    }
+}
+
+/// A tenant's settings as text, with a digest of its secrets in place of the `***`
+/// their `Debug` shows, so that a rotated key counts as a change.
+fn tenant_fingerprint(tenant: &crate::config::TenantConfig) -> String {
+    use sha2::{Digest as _, Sha256};
+    let mut secrets = Sha256::new();
+    for key in &tenant.credentials.bearer_keys {
+        secrets.update(key.expose().as_bytes());
+        secrets.update([0]);
+    }
+    for aws in &tenant.credentials.aws {
+        secrets.update(aws.secret_access_key.expose().as_bytes());
+        secrets.update([0]);
+    }
+    format!("{tenant:?} {:x}", secrets.finalize())
+}
+
+/// The settings read at start-up only that differ between `old` and `new`.
+fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = BTreeSet::new();
+    let mut differ = |key: &str, a: String, b: String| {
+        if a != b {
+            keys.insert(key.to_owned());
+        }
+    };
+    differ(
+        "listen.ws",
+        old.listen.ws.to_string(),
+        new.listen.ws.to_string(),
+    );
+    differ(
+        "listen.admin",
+        old.listen.admin.to_string(),
+        new.listen.admin.to_string(),
+    );
+    differ(
+        "cluster",
+        format!("{:?}", old.cluster),
+        format!("{:?}", new.cluster),
+    );
+    differ(
+        "compile",
+        format!("{:?}", old.compile),
+        format!("{:?}", new.compile),
+    );
+    differ(
+        "limits.max_wasm_stack_bytes",
+        old.limits.max_wasm_stack_bytes.to_string(),
+        new.limits.max_wasm_stack_bytes.to_string(),
+    );
+    differ(
+        "tls (on or off)",
+        old.tls.is_some().to_string(),
+        new.tls.is_some().to_string(),
+    );
+    let admin = |c: &Config| {
+        let a = &c.admin;
+        format!(
+            "{} {:?} {} {} {} {}",
+            a.max_connections,
+            a.header_timeout,
+            a.auth_failures_per_minute,
+            a.auth_failure_burst,
+            a.auth_failure_sources,
+            a.replay_cache_signatures
+        )
+    };
+    differ(
+        "admin (max_connections, header_timeout, auth_failure_*, replay_cache_signatures)",
+        admin(old),
+        admin(new),
+    );
+    keys.into_iter().collect()
+}
+
+fn summary(added: &[String], removed: &[String], changed: &[String]) -> String {
+    format!("+{} -{} ~{}", added.len(), removed.len(), changed.len())
+}
+
+/// Reloads at every `SIGHUP` from `hangups`, for as long as the process runs: a
+/// closed terminal or a `systemctl reload` never ends the gateway.
+pub async fn reload_on_hangup(gateway: Arc<Gateway>, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        // A refused reload is logged by `reload`; the config in force stays.
+        let _ = gateway.reload().await;
+    }
+}
