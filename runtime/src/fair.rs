@@ -43,10 +43,22 @@ pub struct TenantShare {
 #[derive(Debug, Default)]
 struct Quota {
     /// The settings they were made from, to tell whether a reload changed them.
-    settings: (Option<u32>, Option<u32>, Option<u32>, usize),
+    settings: QuotaSettings,
     messages: Option<DefaultDirectRateLimiter>,
     bytes: Option<DefaultDirectRateLimiter>,
+    /// New connections per second (checked, not waited for: a refusal is a 429).
+    connects: Option<DefaultDirectRateLimiter>,
 }
+
+/// The limits a [`Quota`] is made from.
+type QuotaSettings = (
+    Option<u32>,
+    Option<u32>,
+    Option<u32>,
+    usize,
+    Option<u32>,
+    Option<u32>,
+);
 
 impl Quota {
     fn new(limits: &TenantLimits) -> Quota {
@@ -55,6 +67,8 @@ impl Quota {
             limits.tenant_message_burst,
             limits.tenant_bytes_rate,
             limits.max_message_bytes,
+            limits.new_connections_per_second,
+            limits.new_connections_burst,
         );
         let limiter = |rate: u32, burst: u32| {
             let rate = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
@@ -72,6 +86,9 @@ impl Quota {
                 let max = u32::try_from(limits.max_message_bytes).unwrap_or(u32::MAX);
                 limiter(rate, rate.max(max))
             }),
+            connects: limits
+                .new_connections_per_second
+                .map(|rate| limiter(rate, limits.new_connections_burst.unwrap_or(rate))),
         }
     }
 }
@@ -102,6 +119,18 @@ impl TenantShare {
         let quota = Quota::new(limits);
         if quota.settings != self.quota.load().settings {
             self.quota.store(Arc::new(quota));
+        }
+    }
+
+    /// Takes a new connection under the tenant's `new_connections_per_second`, or says
+    /// how long until one may be.
+    pub fn connect(&self) -> Result<(), std::time::Duration> {
+        let quota = self.quota.load();
+        match &quota.connects {
+            Some(limiter) => limiter
+                .check()
+                .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now())),
+            None => Ok(()),
         }
     }
 
@@ -158,6 +187,17 @@ async fn wait_for(limiter: &DefaultDirectRateLimiter, n: NonZeroU32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn new_connections_are_rated_per_tenant() {
+        let share = TenantShare::new(&TenantLimits {
+            new_connections_per_second: Some(2),
+            ..TenantLimits::default()
+        });
+        assert!(share.connect().is_ok() && share.connect().is_ok());
+        let wait = share.connect().unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+    }
 
     fn limits(rate: Option<u32>, burst: Option<u32>, bytes: Option<u32>) -> TenantLimits {
         TenantLimits {

@@ -33,6 +33,10 @@
 //! Transport:
 //! - [`server`]: the WebSocket accept loop, the upgrade and the `$connect` step.
 //! - [`socket`]: one task per connection: frames to events, queue to frames.
+//! - [`proxy`]: the client's address behind trusted load balancers (PROXY protocol,
+//!   `X-Forwarded-For`).
+//! - [`sources`]: open and new connections per source address, checked before the
+//!   upgrade.
 //! - [`socket_io`]: the socket's two halves for that task, which give a large
 //!   message's buffers back once it is done.
 //! - [`admin`]: the admin listener: health, metrics, AWS `@connections` and Yandex
@@ -59,11 +63,13 @@ pub mod handshake;
 pub mod lazy_read;
 pub mod metrics;
 pub mod plugin;
+pub mod proxy;
 pub mod registry;
 pub mod routes;
 pub mod server;
 pub mod socket;
 pub mod socket_io;
+pub mod sources;
 pub mod tenant;
 pub mod tls;
 

@@ -25,9 +25,11 @@ use crate::handshake::{self, ReadError, Refusal, Request};
 use crate::lazy_read::LazyReadStream;
 use crate::metrics::Limit;
 use crate::plugin::ConnectResponse;
+use crate::proxy;
 use crate::registry::{Attachment, ConnectionMeta, now_ms};
 use crate::socket::{self, RouteRef};
 use crate::socket_io;
+use crate::sources::{Refused, SourceSlot};
 use crate::tenant::{Route, Tenant};
 use crate::tls::{self, Stream};
 
@@ -153,6 +155,7 @@ async fn handle(
         connection,
         context,
         tenant_slot,
+        source_slot,
         span,
     } = open;
     Box::pin(
@@ -169,6 +172,7 @@ async fn handle(
             // Counted towards the tenant's and the gateway's limits until the
             // connection is gone.
             drop(tenant_slot);
+            drop(source_slot);
             drop(slot);
         }
         .instrument(span),
@@ -176,12 +180,26 @@ async fn handle(
     .await;
 }
 
+/// TLS handshakes made at once only to answer 503 at the connection cap.
+const MAX_TLS_REFUSALS: usize = 32;
+
 /// Answers `refusal` on a socket without reading its request. Under TLS the handshake
 /// comes first, bounded by [`REFUSAL_HANDSHAKE_TIMEOUT`] as well as the handshake
 /// timeout: the socket holds no slot, so how long it may stay open is the only bound on
 /// how many such sockets there are.
 async fn refuse_unread(tcp: TcpStream, gateway: &Gateway, refusal: &Refusal) {
     let tls = gateway.tls();
+    // At the cap, under TLS, each answer costs a handshake (a signature) at the moment
+    // the node is overloaded: a few at a time; past them the socket is just closed.
+    static REFUSING: std::sync::LazyLock<tokio::sync::Semaphore> =
+        std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(MAX_TLS_REFUSALS));
+    let _refusing = match &tls {
+        Some(_) => match REFUSING.try_acquire() {
+            Ok(permit) => Some(permit),
+            Err(_) => return,
+        },
+        None => None,
+    };
     let bound = gateway
         .snapshot()
         .limits
@@ -201,6 +219,8 @@ struct Open {
     context: socket::Context,
     /// Held for the connection's life: it counts towards the tenant's limit.
     tenant_slot: ConnectionSlot,
+    /// Held for the connection's life: it counts towards its source's limit.
+    source_slot: Option<SourceSlot>,
     span: Span,
 }
 
@@ -214,8 +234,9 @@ async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gateway>) -> Op
         meta,
         key,
         tenant_slot,
+        source_slot,
     } = accept(stream, peer, gateway).await?;
-    let span = info_span!("connection", tenant = %tenant.id, route = %route.template, connection = %meta.id);
+    let span = info_span!("connection", tenant = %tenant.id, route = %route.template, connection = %meta.id, client = %meta.source_ip);
     let (ws, connection) = upgrade(stream, leftover, &tenant, &route, meta, &key)
         .instrument(span.clone())
         .await?;
@@ -235,6 +256,7 @@ async fn open(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gateway>) -> Op
         connection,
         context,
         tenant_slot,
+        source_slot,
         span,
     })
 }
@@ -251,17 +273,34 @@ struct Accepted {
     key: String,
     /// Held for the connection's life: it counts towards the tenant's limit.
     tenant_slot: ConnectionSlot,
+    /// Held for the connection's life, when its source's open connections are limited.
+    source_slot: Option<SourceSlot>,
 }
 
 /// Completes the TLS handshake (with `[tls]`), reads the request head and checks it;
 /// answers and returns `None` if it is refused.
-async fn accept(tcp: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<Accepted> {
+async fn accept(mut tcp: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<Accepted> {
     let _ = tcp.set_nodelay(true);
     let snapshot = gateway.snapshot();
     let limits = &snapshot.limits;
-    // One deadline for the TLS handshake and the request head: a client cannot hold a
-    // socket longer by being slow at both.
+    // One deadline for the PROXY header, the TLS handshake and the request head: a
+    // client cannot hold a socket longer by being slow at each.
     let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    // A trusted load balancer names the client before anything else is sent.
+    let mut proxied = None;
+    if snapshot.proxy_protocol && snapshot.proxies.contains(peer.ip()) {
+        match tokio::time::timeout_at(deadline, proxy::read_header(&mut tcp)).await {
+            Ok(Ok(client)) => proxied = Some(client.unwrap_or(peer)),
+            Ok(Err(err)) => {
+                warn!(error = %err, "a trusted proxy's connection has no valid PROXY header; closing it (listen.proxy_protocol)");
+                return None;
+            }
+            Err(_) => {
+                debug!("PROXY header timed out");
+                return None;
+            }
+        }
+    }
     // Read at each accept: a reload's new certificate serves the next handshake.
     let tls = gateway.tls();
     let mut stream = match tokio::time::timeout_at(deadline, tls::accept(tcp, tls)).await {
@@ -318,7 +357,41 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<A
         handshake::respond(&mut stream, &Refusal::new(414, "request URI too long\n")).await;
         return None;
     }
-    match prepare(&snapshot, &request, peer) {
+    let client = proxied.unwrap_or_else(|| {
+        let forwarded: Vec<&str> = request
+            .headers
+            .iter()
+            .filter(|(name, _)| name == "x-forwarded-for")
+            .map(|(_, value)| value.as_str())
+            .collect();
+        SocketAddr::new(
+            snapshot.proxies.forwarded_client(peer.ip(), &forwarded),
+            peer.port(),
+        )
+    });
+    // Before anything of the tenant runs: a connect flood stops here.
+    let source_slot = match gateway.sources().admit(client.ip(), limits) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            let (limit, refusal) = match refused {
+                Refused::Open(open) => (
+                    Limit::SourceConnections,
+                    Refusal::new(429, format!("{open} connections are open from your address, the most allowed; close one and retry\n"))
+                        .with_header("retry-after", "1"),
+                ),
+                Refused::Rate(wait) => (
+                    Limit::SourceRate,
+                    Refusal::new(429, "too many new connections from your address; retry later\n")
+                        .with_header("retry-after", &retry_after(wait)),
+                ),
+            };
+            gateway.metrics.limit_hits("", limit, 1);
+            gateway.metrics.refused("", 429);
+            handshake::respond(&mut stream, &refusal).await;
+            return None;
+        }
+    };
+    match prepare(&snapshot, &request, client) {
         Ok((tenant, route, meta, key, tenant_slot)) => Some(Accepted {
             stream,
             leftover,
@@ -327,6 +400,7 @@ async fn accept(tcp: TcpStream, peer: SocketAddr, gateway: &Gateway) -> Option<A
             meta,
             key,
             tenant_slot,
+            source_slot,
         }),
         Err((tenant, refusal)) => {
             match tenant {
@@ -428,7 +502,7 @@ type Prepared = (
 fn prepare(
     snapshot: &Snapshot,
     request: &Request,
-    peer: SocketAddr,
+    client: SocketAddr,
 ) -> Result<Prepared, (Option<Arc<Tenant>>, Refusal)> {
     let not_found = || (None, Refusal::new(404, "no such tenant or route\n"));
     let (tenant, path) = snapshot
@@ -456,6 +530,16 @@ fn prepare(
             format!("origin {origin} is not allowed\n"),
         )));
     }
+    if let Err(wait) = tenant.share.connect() {
+        tenant.metrics.limit_hit(Limit::ConnectRate);
+        return Err(refuse(
+            Refusal::new(
+                429,
+                "the tenant is past its new connections per second; retry later\n",
+            )
+            .with_header("retry-after", &retry_after(wait)),
+        ));
+    }
     // Taken here, before `$connect` runs, and held for the connection's life: upgrades
     // under way count, so concurrent ones cannot overshoot the cap together.
     let Some(tenant_slot) = tenant.slots.take(limits.max_connections) else {
@@ -478,7 +562,7 @@ fn prepare(
         headers: request.headers.iter().map(|(n, v)| (n, v)).collect(),
         path_params: matched.params.iter().map(|(n, v)| (n, v)).collect(),
         query_params,
-        source_ip: peer.ip().to_string(),
+        source_ip: client.ip().to_string(),
         user_agent: request.header("user-agent").map(str::to_owned),
         requested_subprotocols: request
             .header_tokens("sec-websocket-protocol")
@@ -489,6 +573,11 @@ fn prepare(
         context: None,
     };
     Ok((tenant, route, meta, key, tenant_slot))
+}
+
+/// A `Retry-After` value: whole seconds, at least one.
+fn retry_after(wait: Duration) -> String {
+    wait.as_secs_f64().ceil().max(1.0).to_string()
 }
 
 /// Runs the `$connect` plugin, if any. Accepting returns the facts with the chosen

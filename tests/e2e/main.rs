@@ -31,6 +31,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod outbound;
+mod proxies;
 mod quota;
 mod reload;
 mod routing;

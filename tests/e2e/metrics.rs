@@ -45,6 +45,15 @@ async fn each_metric_moves_as_the_traffic_it_counts() {
     assert_eq!(gateway.refused(gateway.url("/nobody/echo")).await.0, 404);
     assert_eq!(gateway.refused(gateway.url("/demo/none")).await.0, 404);
 
+    // A management call with a wrong key: counted, but for no tenant.
+    let (status, _, _) = http(
+        "GET",
+        &format!("http://{}/demo/@connections", gateway.admin),
+        &[("authorization".into(), "Bearer wrong".into())],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 403);
     let text = gateway.metrics().await;
     let demo = |name: &str| value(&text, &format!("{name}{{tenant=\"demo\"}}"));
     assert_eq!(demo("wsgate_connections"), 2.0, "{text}");
@@ -62,6 +71,14 @@ async fn each_metric_moves_as_the_traffic_it_counts() {
         )
     };
     assert_eq!(upgrades("demo", 101), 2.0, "{text}");
+    let api = |tenant: &str, status: u16| {
+        value(
+            &text,
+            &format!("wsgate_api_requests_total{{tenant=\"{tenant}\",status=\"{status}\"}}"),
+        )
+    };
+    assert_eq!(api("demo", 200), 1.0, "{text}");
+    assert_eq!(api("", 403), 1.0);
     assert_eq!(upgrades("demo", 404), 1.0);
     assert_eq!(upgrades("", 404), 1.0);
     let events = |plugin: &str, event: &str| {

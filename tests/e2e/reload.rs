@@ -248,7 +248,7 @@ async fn added_tenants_keys_and_limits_take_effect_at_once() {
 
 #[tokio::test]
 async fn a_removed_route_is_served_through_its_grace_then_closed_with_1001() {
-    let grace = "reload_grace = \"1s\"";
+    let grace = "reload_grace = \"3s\"";
     let old = demo(
         plugins::ECHO,
         grace,
@@ -345,7 +345,7 @@ async fn a_draining_node_is_not_ready_refuses_new_clients_and_serves_its_own() {
 #[tokio::test]
 async fn sigterm_drains_for_the_delay_and_delivers_what_the_api_accepted_before_1001() {
     let mut gateway =
-        Gateway::start_binary(&demo(plugins::CONNECTION_ID, "drain_delay = \"1s\"", "")).await;
+        Gateway::start_binary(&demo(plugins::CONNECTION_ID, "drain_delay = \"3s\"", "")).await;
     let mut client = gateway.connect("/demo/r").await;
     let id = own_id(&mut client).await;
 

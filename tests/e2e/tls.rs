@@ -531,3 +531,22 @@ async fn a_key_that_does_not_match_stops_start_up() {
         assert!(stderr.contains(part), "`{part}` missing from:\n{stderr}");
     }
 }
+
+#[tokio::test]
+async fn tls_stays_on_across_reloads_that_remove_it_until_a_restart() {
+    let pki = Pki::new();
+    let gateway = start(&pki).await;
+    // The config without [tls], twice: turning TLS off waits for a restart, however
+    // many reloads come in between.
+    std::fs::write(gateway.config_file(), standard_config()).unwrap();
+    for _ in 0..2 {
+        let (status, body, _) = https(&pki, gateway.admin, "POST", "/-/reload", OPS_KEY, "").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("tls (on or off)"),
+            "needs_restart lost TLS: {body}"
+        );
+        let (mut client, _) = wss(&gateway, &pki, "/demo/echo").await;
+        assert_eq!(ask(&mut client, "still tls").await, "still tls");
+    }
+}

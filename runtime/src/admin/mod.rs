@@ -194,7 +194,13 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         ))
         .aws(),
     };
-    if let Some(who) = who.into_inner().unwrap_or_else(|e| e.into_inner())
+    let who = who.into_inner().unwrap_or_else(|e| e.into_inner());
+    // By the authenticated tenant only: a path names whatever the caller likes.
+    admin.gateway.metrics.api_request(
+        who.as_ref().map_or("", |w| &*w.tenant.id),
+        response.status().as_u16(),
+    );
+    if let Some(who) = who
         && let Some((action, target)) = audited(&segments, &call.method, yandex)
         && let Some(log) = admin.gateway.execution_log(&who.tenant.id)
     {

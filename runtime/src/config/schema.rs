@@ -208,6 +208,12 @@ pub struct Listen {
     pub ws: SocketAddr,
     /// The admin listener (management API, health, metrics).
     pub admin: SocketAddr,
+    /// Addresses or networks (`10.0.0.0/8`) of the load balancers in front: only
+    /// their connections may name the client, by `X-Forwarded-For` or a PROXY header.
+    pub trusted_proxies: Vec<String>,
+    /// Connections from `trusted_proxies` to the WebSocket listener start with a
+    /// PROXY protocol header (v1 or v2) naming the client.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Listen {
@@ -215,6 +221,8 @@ impl Default for Listen {
         Self {
             ws: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }
@@ -282,6 +290,12 @@ pub struct GlobalLimits {
     pub max_uri_bytes: usize,
     /// Wasm stack of every plugin call; deeper recursion traps.
     pub max_wasm_stack_bytes: usize,
+    /// Open WebSocket connections (upgrades under way included) from one source
+    /// address (an IPv6 /64); beyond it, HTTP 429 before the upgrade. Unset: none.
+    pub max_connections_per_source: Option<usize>,
+    /// New WebSocket connections per second from one source address, with a burst
+    /// of as many; beyond it, HTTP 429 with `Retry-After`. Unset: none.
+    pub new_connections_per_source: Option<u32>,
 }
 
 impl Default for GlobalLimits {
@@ -292,6 +306,8 @@ impl Default for GlobalLimits {
             max_request_head_bytes: 16 * 1024,
             max_uri_bytes: 8 * 1024,
             max_wasm_stack_bytes: 512 * 1024,
+            max_connections_per_source: None,
+            new_connections_per_source: None,
         }
     }
 }
@@ -361,6 +377,12 @@ pub struct TenantLimits {
     /// Inbound message bytes per second across the tenant's connections, with a burst
     /// of one second's worth (at least one maximal message). Past it, as above.
     pub tenant_bytes_rate: Option<u32>,
+    /// New connections per second across the tenant (AWS: 500 per second per
+    /// account); beyond it, HTTP 429 with `Retry-After` before `$connect` runs. Unset:
+    /// none.
+    pub new_connections_per_second: Option<u32>,
+    /// New connections the tenant may open at once above the rate (default: the rate).
+    pub new_connections_burst: Option<u32>,
     /// A connection from which nothing arrives for this long is closed with 1001 (AWS:
     /// 10 minutes). Client pings count; pongs to the gateway's pings do not.
     #[serde(with = "humantime_serde")]
@@ -429,6 +451,8 @@ impl Default for TenantLimits {
             tenant_message_rate: None,
             tenant_message_burst: None,
             tenant_bytes_rate: None,
+            new_connections_per_second: None,
+            new_connections_burst: None,
             idle_timeout: Duration::from_secs(600),
             max_connection_age: Duration::from_secs(7200),
             ping_interval: Duration::from_secs(30),

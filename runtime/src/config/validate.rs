@@ -94,6 +94,23 @@ impl Config {
         if self.admin.max_connections == 0 {
             problems.push(self.invalid("admin.max_connections", "must be at least 1"));
         }
+        if let Err(why) = crate::proxy::TrustedProxies::parse(&self.listen.trusted_proxies) {
+            problems.push(self.invalid("listen.trusted_proxies", why));
+        }
+        if self.listen.proxy_protocol && self.listen.trusted_proxies.is_empty() {
+            problems.push(self.invalid(
+                "listen.proxy_protocol",
+                "a PROXY header is read only from trusted_proxies: list your load balancers' addresses in listen.trusted_proxies",
+            ));
+        }
+        if self.limits.max_connections_per_source == Some(0)
+            || self.limits.new_connections_per_source == Some(0)
+        {
+            problems.push(self.invalid(
+                "limits",
+                "max_connections_per_source and new_connections_per_source must be at least 1 (leave them out for no limit)",
+            ));
+        }
         for (name, value) in [
             ("header_timeout", self.admin.header_timeout),
             ("body_timeout", self.admin.body_timeout),
@@ -230,6 +247,11 @@ impl Config {
             ("tenant_message_rate", limits.tenant_message_rate),
             ("tenant_message_burst", limits.tenant_message_burst),
             ("tenant_bytes_rate", limits.tenant_bytes_rate),
+            (
+                "new_connections_per_second",
+                limits.new_connections_per_second,
+            ),
+            ("new_connections_burst", limits.new_connections_burst),
         ] {
             if value == Some(0) {
                 problems.push(self.invalid(

@@ -75,9 +75,14 @@ pub struct Gateway {
     cluster: Option<Arc<Cluster>>,
     /// The config file, read again at each reload.
     config_file: PathBuf,
+    /// The config the process started with: what settings read only at start-up are
+    /// compared against.
+    started: Config,
     /// The TLS settings both listeners accept with, when `[tls]` is set; replaced by a
     /// reload, so a rotated certificate serves the next handshake.
     tls: ArcSwapOption<rustls::ServerConfig>,
+    /// Open and new connections per source address, across snapshots.
+    sources: crate::sources::SourceLimits,
     /// Set once the node drains: `/ready` answers 503 and new upgrades are refused.
     draining: AtomicBool,
     /// One reload at a time.
@@ -107,6 +112,10 @@ pub struct Snapshot {
     pub admin: AdminConfig,
     /// Reloads and draining.
     pub lifecycle: LifecycleConfig,
+    /// Load balancers whose connections may name the client.
+    pub proxies: crate::proxy::TrustedProxies,
+    /// Whether their WebSocket connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     /// The config this snapshot was built from (what a reload compares against).
     config: Config,
     /// Each plugin's component digest and settings, by tenant and plugin name: what a
@@ -152,23 +161,8 @@ impl Gateway {
             config.compile.cache_dir(&config.base_dir),
             config.compile.function_cache,
         )?;
-        let empty = Snapshot {
-            tenants: HashMap::new(),
-            hosts: HashMap::new(),
-            limits: config.limits.clone(),
-            keys: Keys::default(),
-            admin: config.admin.clone(),
-            lifecycle: config.lifecycle.clone(),
-            config: config.clone(),
-            plugins: BTreeMap::new(),
-        };
-        let tls = match &config.tls {
-            Some(tls) => Some(
-                crate::tls::server_config(tls, &config.base_dir)
-                    .map_err(|e| config.invalid(e.key, e.reason))?,
-            ),
-            None => None,
-        };
+        let empty = Snapshot::empty(config);
+        let tls = load_tls(config)?;
         let gateway = Gateway {
             host,
             metrics: Metrics::new(),
@@ -185,8 +179,10 @@ impl Gateway {
             })?,
             cluster: config.cluster.as_ref().map(Cluster::new).transpose()?,
             config_file: config.file.clone(),
+            started: config.clone(),
             tls: ArcSwapOption::new(tls),
             draining: AtomicBool::new(false),
+            sources: Default::default(),
             reloading: tokio::sync::Mutex::new(()),
             retiring: Mutex::default(),
             execution_logs: Mutex::default(),
@@ -288,11 +284,8 @@ impl Gateway {
             keys: Keys::new(tenants.values()),
             tenants,
             hosts,
-            limits: config.limits.clone(),
-            admin: config.admin.clone(),
-            lifecycle: config.lifecycle.clone(),
-            config: config.clone(),
             plugins: fingerprints,
+            ..Snapshot::empty(config)
         })
     }
 
@@ -346,6 +339,11 @@ impl Gateway {
             tracing::info!("draining: new clients are refused and /ready answers 503");
         }
         self.snapshot().lifecycle.drain_delay
+    }
+
+    /// The per-source connection limits' state.
+    pub fn sources(&self) -> &crate::sources::SourceLimits {
+        &self.sources
     }
 
     /// Whether the node drains (see [`Gateway::drain`]).
@@ -466,7 +464,37 @@ fn plugin_settings(plugin: &crate::config::PluginConfig, tls: bool) -> Vec<(Stri
     settings.into_iter().collect()
 }
 
+/// The TLS settings of `config`'s `[tls]`, read from its files; `None` without it.
+fn load_tls(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    config
+        .tls
+        .as_ref()
+        .map(|tls| {
+            crate::tls::server_config(tls, &config.base_dir)
+                .map_err(|e| config.invalid(e.key, e.reason))
+        })
+        .transpose()
+}
+
 impl Snapshot {
+    /// `config`'s settings, without tenants.
+    fn empty(config: &Config) -> Snapshot {
+        Snapshot {
+            tenants: HashMap::new(),
+            hosts: HashMap::new(),
+            limits: config.limits.clone(),
+            keys: Keys::default(),
+            admin: config.admin.clone(),
+            lifecycle: config.lifecycle.clone(),
+            // Validation has parsed them.
+            proxies: crate::proxy::TrustedProxies::parse(&config.listen.trusted_proxies)
+                .unwrap_or_default(),
+            proxy_protocol: config.listen.proxy_protocol,
+            config: config.clone(),
+            plugins: BTreeMap::new(),
+        }
+    }
+
     /// The tenant a request is for and the path below it. A `Host` listed by a tenant
     /// wins; otherwise the first path segment names the tenant.
     pub fn resolve<'p>(&self, host: Option<&str>, path: &'p str) -> Option<(Arc<Tenant>, &'p str)> {

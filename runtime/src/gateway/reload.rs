@@ -17,9 +17,8 @@ use crate::config::{Config, ConfigError};
 use crate::registry::ListFilter;
 use crate::tenant::Route;
 
-/// How long the end of a grace waits for the connections it closed to finish (their
-/// close handshake and `$disconnect`) before it forgets their old route.
-const CLOSE_WAIT: Duration = Duration::from_secs(15);
+/// How often, once a grace is over, what is left on a removed route is closed again.
+const RETIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a reload was refused. The config in force stays.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +103,15 @@ impl Gateway {
     /// otherwise refuses with the file, key and reason, and the running config stays.
     /// Reloads run one at a time.
     pub async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
+        // A task of its own: a caller that gives up (an HTTP client's timeout) must not
+        // cancel a reload half-way, unlogged.
+        let this = self.clone();
+        tokio::spawn(async move { this.reload_now().await })
+            .await
+            .map_err(|e| ReloadError::Internal(e.to_string()))?
+    }
+
+    async fn reload_now(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.reloading.lock().await;
         let started = Instant::now();
         let gateway = self.clone();
@@ -111,13 +119,7 @@ impl Gateway {
         // seconds): off the reactor.
         let loaded = tokio::task::spawn_blocking(move || -> Result<_, ConfigError> {
             let config = Config::load(&gateway.config_file)?;
-            let tls = match &config.tls {
-                Some(tls) => Some(
-                    crate::tls::server_config(tls, &config.base_dir)
-                        .map_err(|e| config.invalid(e.key, e.reason))?,
-                ),
-                None => None,
-            };
+            let tls = super::load_tls(&config)?;
             let snapshot = gateway.build(&config)?;
             Ok((snapshot, tls))
         })
@@ -133,27 +135,36 @@ impl Gateway {
         };
         let old = self.snapshot();
         let mut report = diff(&old, &snapshot);
+        // Against what the process started with: a setting read only at start-up is
+        // pending until a restart, however many reloads come in between.
+        report.needs_restart = needs_restart(&self.started, &snapshot.config);
         let removed = removed_routes(&old, &snapshot);
         let grace = snapshot.lifecycle.reload_grace;
         // TLS on or off would change what clients must speak: that waits for a
         // restart; a new certificate for the same setting serves the next handshake.
-        if old.config.tls.is_some() == tls.is_some() {
+        // Compared with what the listeners speak, not with the last config read.
+        if self.tls.load().is_some() == tls.is_some() {
             self.tls.store(tls);
         }
         // Quotas change with the config; their state is kept where they did not.
         for tenant in snapshot.tenants() {
             tenant.share.update(&tenant.limits);
         }
-        self.swap(snapshot);
         {
+            // Before the swap, so that a removed route is never missing in between
+            // (its connections would get `Forbidden`, or close without `$disconnect`);
+            // a route the new config has is served by it, not by its old self.
             let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
-            // A route added back is served by the new config, not its old self.
-            retiring
-                .retain(|(tenant, template), _| self.route_in_force(tenant, template).is_none());
+            retiring.retain(|(tenant, template), _| {
+                snapshot
+                    .tenant(tenant)
+                    .is_none_or(|t| t.route(template).is_none())
+            });
             for (key, route) in &removed {
                 retiring.insert(key.clone(), route.clone());
             }
         }
+        self.swap(snapshot);
         report.retiring_connections = removed
             .iter()
             .map(|((tenant, template), _)| self.count_on_route(tenant, template))
@@ -161,8 +172,7 @@ impl Gateway {
         report.grace_seconds = grace.as_secs_f64();
         if !removed.is_empty() {
             let gateway = self.clone();
-            let keys = removed.into_iter().map(|(key, _)| key).collect();
-            tokio::spawn(async move { gateway.retire(keys, grace).await });
+            tokio::spawn(async move { gateway.retire(removed, grace).await });
         }
         report.took_ms = started.elapsed().as_millis() as u64;
         self.metrics.reload(true);
@@ -199,42 +209,64 @@ impl Gateway {
     }
 
     /// After `grace`, closes with 1001 the connections of the removed routes that no
-    /// reload has added back, waits (bounded) for them to finish, and forgets the old
-    /// routes.
-    async fn retire(self: Arc<Self>, keys: Vec<RouteKey>, grace: Duration) {
+    /// reload has added back, and forgets each old route once none of its connections
+    /// is left. It looks again every second: a connection whose `$connect` was under
+    /// way at the reload registers afterwards, and is closed at the next look.
+    async fn retire(self: Arc<Self>, routes: Vec<(RouteKey, Arc<Route>)>, grace: Duration) {
         tokio::time::sleep(grace).await;
-        let mut closing = Vec::new();
-        for (tenant, template) in keys {
-            if self.route_in_force(&tenant, &template).is_some() {
-                continue;
-            }
-            let reason = if self.current.load().tenants.contains_key(&tenant) {
-                "route removed by a reload"
-            } else {
-                "tenant removed by a reload"
-            };
-            let filter = ListFilter {
-                route: Some(template.to_string()),
-                path: None,
-            };
-            let registry = {
-                let registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
-                registries.get(&tenant).cloned()
-            };
-            if let Some(registry) = registry {
-                let closed = registry.close_matching(&filter, Close::gateway(1001, reason));
-                tracing::info!(tenant = %tenant, route = %template, closed, "reload grace over: {reason}");
-                closing.push((tenant, template, registry, filter));
+        let mut pending = routes;
+        let mut first = true;
+        while !pending.is_empty() {
+            pending.retain(|(key, route)| self.close_retired(key, route, first));
+            first = false;
+            if !pending.is_empty() {
+                tokio::time::sleep(RETIRE_EVERY).await;
             }
         }
-        let deadline = Instant::now() + CLOSE_WAIT;
-        for (tenant, template, registry, filter) in closing {
-            while registry.count_matching(&filter) > 0 && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+    }
+
+    /// Closes what is left on a removed route; forgets the route and returns `false`
+    /// once nothing is (or a reload added the route back).
+    fn close_retired(&self, key: &RouteKey, route: &Arc<Route>, first: bool) -> bool {
+        let (tenant, template) = key;
+        if self.route_in_force(tenant, template).is_some() {
+            return false;
+        }
+        // A later reload that removed the route again (after adding it back) owns it
+        // now, with its own grace.
+        let still_ours = {
+            let retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+            retiring.get(key).is_some_and(|r| Arc::ptr_eq(r, route))
+        };
+        if !still_ours {
+            return false;
+        }
+        let reason = if self.current.load().tenants.contains_key(tenant) {
+            "route removed by a reload"
+        } else {
+            "tenant removed by a reload"
+        };
+        let filter = ListFilter {
+            route: Some(template.to_string()),
+            path: None,
+        };
+        let registry = {
+            let registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+            registries.get(tenant).cloned()
+        };
+        let left = registry.as_ref().map_or(0, |r| r.count_matching(&filter));
+        if left == 0 {
             let mut retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
-            retiring.remove(&(tenant, template));
+            retiring.remove(key);
+            return false;
         }
+        if let Some(registry) = registry {
+            let closed = registry.close_matching(&filter, Close::gateway(1001, reason));
+            if first {
+                tracing::info!(tenant = %tenant, route = %template, closed, "reload grace over: {reason}");
+            }
+        }
+        true
     }
 }
 
@@ -293,7 +325,7 @@ fn diff(old: &Snapshot, new: &Snapshot) -> ReloadReport {
         tenants: Changes::between(&tenants(old), &tenants(new)),
         routes: Changes::between(&routes(old), &routes(new)),
         plugins,
-        needs_restart: needs_restart(&old.config, &new.config),
+        needs_restart: Vec::new(),
         ..ReloadReport::default()
     }
 }

@@ -62,6 +62,12 @@ label_enum! {
         MessageSize => "message_size",
         /// An upgrade was refused at the tenant's connection cap.
         MaxConnections => "max_connections",
+        /// An upgrade was refused: its source address has `max_connections_per_source` open.
+        SourceConnections => "source_connections",
+        /// An upgrade was refused: its source address is past `new_connections_per_source`.
+        SourceRate => "source_rate",
+        /// An upgrade was refused: the tenant is past `new_connections_per_second`.
+        ConnectRate => "connect_rate",
         /// A broadcast skipped a recipient whose queue was full.
         QueueFull => "queue_full",
         /// A plugin's log line past its `max_log_bytes` for one event was dropped.

@@ -134,6 +134,7 @@ pub struct Metrics {
     closed: Family<CloseLabels, Counter>,
     refused: Family<StatusLabels, Counter>,
     upgrades: Family<StatusLabels, Counter>,
+    api_requests: Family<StatusLabels, Counter>,
     messages_in: Family<TenantLabel, Counter>,
     bytes_in: Family<TenantLabel, Counter>,
     messages_out: Family<TenantLabel, Counter>,
@@ -166,6 +167,7 @@ impl Metrics {
             closed: Family::default(),
             refused: Family::default(),
             upgrades: Family::default(),
+            api_requests: Family::default(),
             messages_in: Family::default(),
             bytes_in: Family::default(),
             messages_out: Family::default(),
@@ -202,6 +204,11 @@ impl Metrics {
             "upgrades",
             "Upgrade requests by the status they were answered with (101, or the HTTP error); tenant \"\" before a tenant is known",
             metrics.upgrades.clone(),
+        );
+        registry.register(
+            "api_requests",
+            "Management API requests (AWS @connections, @logs, Yandex) by the tenant that made them and the status answered; tenant \"\" when no credential passed",
+            metrics.api_requests.clone(),
         );
         registry.register(
             "messages_received",
@@ -313,6 +320,17 @@ impl Metrics {
     /// Counts connections of dead nodes swept by this node.
     pub fn cluster_swept(&self, n: u64) {
         self.cluster_swept.inc_by(n);
+    }
+
+    /// Counts a management API request of `tenant` (`""`: not authenticated) answered
+    /// with `status`.
+    pub fn api_request(&self, tenant: &str, status: u16) {
+        self.api_requests
+            .get_or_create(&StatusLabels {
+                tenant: tenant.to_owned(),
+                status,
+            })
+            .inc();
     }
 
     /// Counts a reload: put in force (`ok`) or refused.
