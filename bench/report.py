@@ -174,8 +174,7 @@ def tables(by, seconds):
 
     w("\n## S11: fairness between tenants\n")
     w("Tenant `bench`'s echo, closed loop over 4 connections, first alone, then while tenant `flood`'s "
-      "echo is driven by 200 connections, closed loop, with no quota (the gateway's fair share: one "
-      "turn per core per tenant), then while tenant `capped` is driven the same way with "
+      "echo is driven by 200 connections, closed loop, with no quota, then while tenant `capped` is driven the same way with "
       "`tenant_message_rate = 5000`. The flooding client shares the machine's two cores with the "
       "gateway and the measured client. "
       + (f"Each row is the median by rate of {s11q['runs']} runs, taking turns.\n" if s11q["runs"] > 1 else "\n"))

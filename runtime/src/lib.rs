@@ -21,7 +21,8 @@
 //! Plugins and tenants:
 //! - [`plugin`]: the wasmtime engine, plugin loading, the instance pool, the event
 //!   runner and the host API.
-//! - [`fair`]: tenants' shares of the cores (a turn per message) and their quotas.
+//! - [`fair`]: tenants' quotas across their connections (messages, bytes, new
+//!   connections per second).
 //! - [`tenant`]: a tenant in one snapshot: routes with resolved plugins, limits, registry.
 //! - [`credentials`]: which tenant a management credential belongs to.
 //! - [`gateway`]: what lives as long as the process, and the swappable [`gateway::Snapshot`]

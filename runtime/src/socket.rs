@@ -77,7 +77,7 @@ pub struct Context {
     pub limits: Arc<TenantLimits>,
     /// The tenant's metrics.
     pub metrics: Arc<TenantMetrics>,
-    /// The tenant's share of the cores and its quotas: each message takes a turn.
+    /// The tenant's quotas, which each message passes before it is dispatched.
     pub share: Arc<TenantShare>,
 }
 
@@ -333,11 +333,11 @@ where
                 connection.touch();
                 metrics.message_in(payload.len());
                 let Some(rate) = rate.as_mut() else {
-                    dispatch_in_turn(connection, context, payload).await;
+                    dispatch_within_quota(connection, context, payload).await;
                     continue;
                 };
                 if rate.allow(now) {
-                    dispatch_in_turn(connection, context, payload).await;
+                    dispatch_within_quota(connection, context, payload).await;
                 } else if f64::from(rate.dropped) > rate.burst {
                     metrics.limit_hit(Limit::MessageFlood);
                     return closing(CloseCode::Policy, "message rate exceeded");
@@ -441,11 +441,11 @@ where
     }
 }
 
-/// Dispatches a message in one of its tenant's turns, once the tenant's quotas let it
-/// through (see [`crate::fair`]): until then the reader reads nothing more.
-async fn dispatch_in_turn(connection: &Attachment, context: &Context, payload: Payload) {
-    let turn = context.share.admit(payload.len()).await;
-    TenantShare::run(turn, Box::pin(dispatch(connection, context, payload))).await;
+/// Dispatches a message once its tenant's quotas let it through (see [`crate::fair`]):
+/// until then the reader reads nothing more.
+async fn dispatch_within_quota(connection: &Attachment, context: &Context, payload: Payload) {
+    context.share.admit(payload.len()).await;
+    Box::pin(dispatch(connection, context, payload)).await;
 }
 
 /// Runs the plugin a message selects (on the route as the config in force has it) and

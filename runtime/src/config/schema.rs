@@ -368,8 +368,8 @@ pub struct TenantLimits {
     pub message_burst: Option<u32>,
     /// Messages per second across all of the tenant's connections. Past it the
     /// tenant's readers slow down (TCP backpressure; nothing is dropped), so that one
-    /// tenant cannot take the others' CPU. Unset: no quota (the tenants still share
-    /// the gateway fairly).
+    /// tenant cannot take the others' CPU. Unset: no quota (and nothing else shares
+    /// the cores between tenants yet: set it on tenants that may flood).
     pub tenant_message_rate: Option<u32>,
     /// Messages the tenant may send at once above `tenant_message_rate` (default: the
     /// rate).
