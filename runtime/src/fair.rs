@@ -1,17 +1,28 @@
-//! A tenant's quotas across all of its connections: `tenant_message_rate` and
-//! `tenant_bytes_rate` hold its readers back once it sends more than it may (they read
-//! nothing more until the quota lets the message through, so TCP slows the clients
-//! down and nothing is dropped), and `new_connections_per_second` refuses upgrades.
+//! How tenants share the gateway.
 //!
-//! Why there is no share of the cores by default: a per-tenant semaphore held for an
-//! event's first poll was tried, and it never waits. A permit held only within one
-//! poll of one task is held by at most one task per worker thread, so with one permit
-//! per worker no tenant ever runs out; and most of an echo's CPU is the socket read and
-//! the reply's write, outside the event anyway. Sharing the cores between tenants
-//! needs the read itself to wait for a tenant's turn (README, S11).
+//! **Turns, when a crowd of one tenant's connections meets other tenants.** Every
+//! connection is a task, and the scheduler gives each runnable task a turn: a tenant
+//! with 200 busy connections would get 50 turns for each one of a tenant with 4. So
+//! messages and sending connections are counted per [`WINDOW`], and a tenant more than
+//! [`CROWD`] of whose connections sent in the last one, while other tenants sent too,
+//! takes turns: each of its messages waits for the tenant's turn (one per tenant,
+//! granted in order and held across one yield to the scheduler), and the connection's
+//! next message is read in its turn too. Its other readers wait for the turn off the
+//! run queue, reading nothing (so TCP holds their clients back): it gets about one
+//! message read per scheduling round however many connections it floods from, and the
+//! other tenants' messages run in between without waiting. The turn is never held
+//! across a plugin's event, so a plugin that waits on a backend holds none. A tenant
+//! alone on the gateway, or with few connections sending, never takes turns.
+//!
+//! **Quotas, when configured.** `tenant_message_rate` and `tenant_bytes_rate` hold a
+//! tenant's readers back once it sends more than it may (they read nothing more until
+//! the quota lets the message through, so TCP slows the clients down and nothing is
+//! dropped), and `new_connections_per_second` refuses upgrades.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
@@ -19,7 +30,75 @@ use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota, RateLimiter};
 
 use crate::config::TenantLimits;
 
-/// A tenant's quotas; they outlive config snapshots.
+/// Messages and sending connections are counted per window of this length.
+pub const WINDOW: Duration = Duration::from_millis(50);
+
+/// A tenant takes turns when more of its connections than this sent in the last window
+/// and other tenants sent too.
+pub const CROWD: u64 = 8;
+
+/// Messages read per window, gateway-wide.
+#[derive(Debug)]
+pub struct Contention {
+    epoch: Instant,
+    /// Counts of the current window (see [`Counts`]).
+    counts: Counts,
+}
+
+impl Default for Contention {
+    fn default() -> Self {
+        Contention {
+            epoch: Instant::now(),
+            counts: Counts::default(),
+        }
+    }
+}
+
+/// Reads in the current window and in the one before it. A new window is started by
+/// the first read in it; counts racing with that may land in either window, which
+/// only blurs the figures a little.
+#[derive(Debug, Default)]
+struct Counts {
+    window: AtomicU64,
+    current: AtomicU64,
+    previous: AtomicU64,
+}
+
+impl Counts {
+    /// Counts one read in window `now`; returns the count of the window before it.
+    fn add(&self, now: u64) -> u64 {
+        let window = self.window.load(Ordering::Relaxed);
+        if window != now
+            && self
+                .window
+                .compare_exchange(window, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let ended = self.current.swap(0, Ordering::Relaxed);
+            let previous = if now == window + 1 { ended } else { 0 };
+            self.previous.store(previous, Ordering::Relaxed);
+        }
+        self.current.fetch_add(1, Ordering::Relaxed);
+        self.previous(now)
+    }
+
+    /// The count of the window before `now`.
+    fn previous(&self, now: u64) -> u64 {
+        match now.checked_sub(self.window.load(Ordering::Relaxed)) {
+            Some(0) => self.previous.load(Ordering::Relaxed),
+            Some(1) => self.current.load(Ordering::Relaxed),
+            _ => 0,
+        }
+    }
+}
+
+impl Contention {
+    fn window(&self) -> u64 {
+        (self.epoch.elapsed().as_micros() / WINDOW.as_micros()) as u64
+    }
+}
+
+/// A tenant's share: its turn and quotas; it outlives config snapshots.
 #[derive(Debug)]
 pub struct TenantShare {
     /// Its quotas, replaced when a reload changes them.
@@ -28,6 +107,14 @@ pub struct TenantShare {
     /// order): with all of them sleeping on the limiter, every cell let through would
     /// wake them all.
     queue: tokio::sync::Mutex<()>,
+    /// Messages read by every tenant.
+    contention: Arc<Contention>,
+    /// Messages read by this one.
+    reads: Counts,
+    /// Its connections that sent in a window.
+    senders: Counts,
+    /// The tenant's turn, granted in the order it is asked for.
+    turn: tokio::sync::Semaphore,
 }
 
 /// A tenant's message and byte quotas.
@@ -85,12 +172,53 @@ impl Quota {
 }
 
 impl TenantShare {
-    /// A share under `limits`' quotas.
-    pub fn new(limits: &TenantLimits) -> TenantShare {
+    /// A share under `limits`' quotas, among the gateway's `contention`.
+    pub fn new(limits: &TenantLimits, contention: Arc<Contention>) -> TenantShare {
         TenantShare {
             quota: ArcSwap::from_pointee(Quota::new(limits)),
             queue: tokio::sync::Mutex::new(()),
+            contention,
+            reads: Counts::default(),
+            senders: Counts::default(),
+            turn: tokio::sync::Semaphore::new(1),
         }
+    }
+
+    /// Counts a message the tenant read on a connection that last sent in window
+    /// `last_sent` (updated); says whether the tenant should take turns (more than
+    /// [`CROWD`] of its connections sent in the last window, and other tenants sent
+    /// too), in which case the message waits for [`TenantShare::turn`] (unless it was
+    /// read in one) and the connection's next message is read in one.
+    pub fn read(&self, last_sent: &mut u64) -> bool {
+        let now = self.contention.window();
+        let all = self.contention.counts.add(now);
+        let mine = self.reads.add(now);
+        let senders = if *last_sent == now {
+            self.senders.previous(now)
+        } else {
+            *last_sent = now;
+            self.senders.add(now)
+        };
+        senders > CROWD && all > mine
+    }
+
+    /// Whether the tenant takes turns (as [`TenantShare::read`] says, counting nothing).
+    pub fn heavy(&self) -> bool {
+        let now = self.contention.window();
+        let all = self.contention.counts.previous(now);
+        let mine = self.reads.previous(now);
+        self.senders.previous(now) > CROWD && all > mine
+    }
+
+    /// Waits for the tenant's turn, runs `read` and holds the turn across one yield to
+    /// the scheduler, so the tenant's other connections wait off the run queue
+    /// meanwhile (see the module's documentation).
+    pub async fn turn<T>(&self, read: impl FnOnce() -> T) -> T {
+        // The semaphore is never closed.
+        let _turn = self.turn.acquire().await.ok();
+        let value = read();
+        tokio::task::yield_now().await;
+        value
     }
 
     /// Applies `limits`' quotas from now on; unchanged quotas keep their state.
@@ -150,10 +278,13 @@ mod tests {
 
     #[test]
     fn new_connections_are_rated_per_tenant() {
-        let share = TenantShare::new(&TenantLimits {
-            new_connections_per_second: Some(2),
-            ..TenantLimits::default()
-        });
+        let share = TenantShare::new(
+            &TenantLimits {
+                new_connections_per_second: Some(2),
+                ..TenantLimits::default()
+            },
+            Arc::default(),
+        );
         assert!(share.connect().is_ok() && share.connect().is_ok());
         let wait = share.connect().unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
@@ -174,7 +305,7 @@ mod tests {
     // burst's bound is loose.
     #[tokio::test]
     async fn the_message_quota_lets_the_burst_through_then_the_rate() {
-        let share = TenantShare::new(&limits(Some(10), Some(5), None));
+        let share = TenantShare::new(&limits(Some(10), Some(5), None), Arc::default());
         let started = std::time::Instant::now();
         for _ in 0..5 {
             share.admit(1).await;
@@ -194,7 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_byte_quota_passes_a_maximal_message_and_holds_the_rest() {
-        let share = TenantShare::new(&limits(None, None, Some(100)));
+        let share = TenantShare::new(&limits(None, None, Some(100)), Arc::default());
         let started = std::time::Instant::now();
         // Larger than the rate, within the maximal message: let through at once.
         share.admit(1000).await;
@@ -206,9 +337,81 @@ mod tests {
         );
     }
 
+    /// Waits for the next window to start (windows run on the real clock).
+    async fn next_window(contention: &Contention) {
+        let window = contention.window();
+        while contention.window() == window {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crowd_of_one_tenant_takes_turns_while_others_send() {
+        let contention = Arc::new(Contention::default());
+        let crowd = TenantShare::new(&TenantLimits::default(), contention.clone());
+        let few = TenantShare::new(&TenantLimits::default(), contention.clone());
+        // Each connection remembers the window it last sent in.
+        let mut crowd_connections = vec![0; 2 * CROWD as usize];
+        let mut few_connections = vec![0; 2];
+        let send_all = |share: &TenantShare, connections: &mut Vec<u64>| {
+            connections
+                .iter_mut()
+                .map(|c| share.read(c))
+                .collect::<Vec<_>>()
+        };
+        // Alone, the crowd never takes turns.
+        for _ in 0..3 {
+            next_window(&contention).await;
+            let turns = send_all(&crowd, &mut crowd_connections);
+            assert!(turns.iter().all(|t| !t), "alone: {turns:?}");
+        }
+        // With another tenant sending, it does from the next window on (a loaded
+        // machine may split a window's sends in two, so two windows are sent).
+        for _ in 0..2 {
+            next_window(&contention).await;
+            send_all(&few, &mut few_connections);
+            send_all(&crowd, &mut crowd_connections);
+        }
+        assert!(crowd.heavy());
+        assert!(send_all(&crowd, &mut crowd_connections).iter().all(|t| *t));
+        assert!(!few.heavy(), "two connections are no crowd");
+        assert!(send_all(&few, &mut few_connections).iter().all(|t| !t));
+        // Once the others are quiet for a window, no more turns.
+        next_window(&contention).await;
+        send_all(&crowd, &mut crowd_connections);
+        next_window(&contention).await;
+        assert!(!crowd.heavy(), "the others were quiet for a window");
+    }
+
+    #[tokio::test]
+    async fn a_turn_is_held_across_one_yield_and_granted_in_order() {
+        let share = Arc::new(TenantShare::new(&TenantLimits::default(), Arc::default()));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks: Vec<_> = (0..3)
+            .map(|i| {
+                let (share, order) = (share.clone(), order.clone());
+                tokio::spawn(async move {
+                    share
+                        .turn(|| order.lock().unwrap().push(format!("in {i}")))
+                        .await;
+                    order.lock().unwrap().push(format!("out {i}"));
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        // Nobody enters while another holds the turn: every "in" is followed by its
+        // own "out" before the next "in".
+        for pair in order.chunks(2) {
+            assert_eq!(pair[0].replace("in", "out"), pair[1], "{order:?}");
+        }
+    }
+
     #[test]
     fn a_reload_replaces_only_changed_quotas() {
-        let share = TenantShare::new(&limits(Some(10), None, None));
+        let share = TenantShare::new(&limits(Some(10), None, None), Arc::default());
         let before = share.quota.load_full();
         share.update(&limits(Some(10), None, None));
         assert!(Arc::ptr_eq(&before, &share.quota.load_full()));

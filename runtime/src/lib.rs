@@ -62,6 +62,7 @@ pub mod frame_gate;
 pub mod gateway;
 pub mod handshake;
 pub mod lazy_read;
+pub mod listeners;
 pub mod metrics;
 pub mod plugin;
 pub mod proxy;
@@ -97,21 +98,38 @@ pub async fn run(
     admin: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    gateway.publish_admin_address(admin.local_addr()?);
+    gateway.publish_admin_address(Some(admin.local_addr()?));
     if let Some(cluster) = gateway.cluster() {
         cluster.start(gateway.clone(), shutdown.clone());
     }
-    let ws_task = tokio::spawn(server::serve(ws, gateway.clone(), shutdown.clone()));
-    let admin_task = tokio::spawn(admin::listener::serve(
-        admin,
-        admin::router(gateway.clone()),
-        gateway.snapshot().admin.clone(),
-        {
-            let gateway = gateway.clone();
-            move || gateway.tls()
-        },
+    let generation = gateway.listeners.serve(&shutdown);
+    let ws_task = tokio::spawn(server::serve(
+        ws,
+        gateway.clone(),
+        generation,
         shutdown.clone(),
     ));
+    let admin_task = tokio::spawn({
+        let gateway = gateway.clone();
+        let router = admin::router(gateway.clone());
+        let limits = gateway.snapshot().admin.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            let tls = {
+                let gateway = gateway.clone();
+                move || gateway.tls()
+            };
+            admin::listener::serve(
+                admin,
+                router,
+                limits,
+                tls,
+                gateway.listeners.admin_handoff(),
+                shutdown,
+            )
+            .await
+        }
+    });
     shutdown.cancelled().await;
     // Followers of an execution log stream until told to stop; the admin listener's
     // graceful shutdown would otherwise wait on them.

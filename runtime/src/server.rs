@@ -100,12 +100,25 @@ impl AcceptErrors {
     }
 }
 
-/// Accepts connections until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
+/// Accepts connections until `shutdown` is cancelled. Connections accepted on
+/// `listener` watch `generation`; a listener a reload hands over (it moved `listen.ws`)
+/// replaces it, and its connections watch the generation that came with it.
+pub async fn serve(
+    mut listener: TcpListener,
+    gateway: Arc<Gateway>,
+    mut generation: CancellationToken,
+    shutdown: CancellationToken,
+) {
     let mut errors = AcceptErrors::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            moved = gateway.listeners.ws_handoff().next() => {
+                tracing::info!(address = ?moved.local_addr().ok(), "WebSocket listener moved");
+                listener = moved;
+                generation = gateway.listeners.generation();
+                continue;
+            }
             () = shutdown.cancelled() => return,
         };
         match accepted {
@@ -114,10 +127,12 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
                 // upgrade holds a descriptor as surely as an open connection does.
                 let slot = gateway.connection_slot();
                 let gateway = gateway.clone();
-                let shutdown = shutdown.clone();
+                let stop = socket::Stop {
+                    shutdown: shutdown.clone(),
+                    listener: generation.clone(),
+                };
                 tokio::spawn(
-                    handle(stream, peer, slot, gateway, shutdown)
-                        .instrument(info_span!("ws", %peer)),
+                    handle(stream, peer, slot, gateway, stop).instrument(info_span!("ws", %peer)),
                 );
             }
             Err(err) => errors.failed("ws", &listener, err).await,
@@ -131,7 +146,7 @@ async fn handle(
     peer: SocketAddr,
     slot: Option<ConnectionSlot>,
     gateway: Arc<Gateway>,
-    shutdown: CancellationToken,
+    stop: socket::Stop,
 ) {
     let Some(slot) = slot else {
         gateway.metrics.refused("", 503);
@@ -161,8 +176,7 @@ async fn handle(
     Box::pin(
         async move {
             let (mut sink, mut stream) = socket_io::split(ws);
-            let ended =
-                socket::serve(&mut sink, &mut stream, &connection, &context, &shutdown).await;
+            let ended = socket::serve(&mut sink, &mut stream, &connection, &context, &stop).await;
             if ended.linger
                 && let Some(socket) = socket_io::reunite(sink, stream)
             {

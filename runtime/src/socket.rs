@@ -8,6 +8,7 @@
 //! - 1002: a protocol violation;
 //! - 1008: a sustained message flood;
 //! - 1001: idle timeout, maximum age, or gateway shutdown;
+//! - 1012: the listener the connection came through moved (a reload);
 //! - otherwise, whatever a `disconnect` asked for.
 //!
 //! A client that stops reading is dropped after the tenant's write timeout, and a
@@ -16,7 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -116,6 +117,16 @@ enum ReadEnd {
     Dropped,
 }
 
+/// What ends a connection from the gateway's side.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// The gateway shuts down: the connection is closed with 1001.
+    pub shutdown: CancellationToken,
+    /// The listener it came through moved (a child of `shutdown`): the connection is
+    /// closed with 1012, so that its client reconnects to the new address.
+    pub listener: CancellationToken,
+}
+
 /// Serves an upgraded connection until it closes: frames from `stream` become events,
 /// the outbound queue goes to `sink`. Generic over both halves so the loop can be
 /// tested over channels.
@@ -124,7 +135,7 @@ pub async fn serve<S, R>(
     stream: &mut R,
     connection: &Attachment,
     context: &Context,
-    shutdown: &CancellationToken,
+    stop: &Stop,
 ) -> Ended
 where
     S: Sink<Message, Error = WsError> + Unpin,
@@ -177,10 +188,15 @@ where
                     (1006, String::new())
                 }
             },
-            () = shutdown.cancelled() => {
-                let _ = connection.close(&Close::gateway(1001, "gateway shutting down"));
+            () = stop.listener.cancelled() => {
+                let close = if stop.shutdown.is_cancelled() {
+                    Close::gateway(1001, "gateway shutting down")
+                } else {
+                    Close::gateway(1012, "the gateway moved this listener; reconnect")
+                };
+                let _ = connection.close(&close);
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await;
-                (1001, "gateway shutting down".to_owned())
+                (close.code, close.reason)
             }
         }
     };
@@ -293,8 +309,21 @@ where
     let mut timer = std::pin::pin!(tokio::time::sleep_until(
         idle_until.min(expires).min(next_ping)
     ));
+    // Whether the tenant took turns at the last message: while it does, the next one is
+    // read in its turn (see `crate::fair`).
+    let mut contended = false;
+    // The window in which this connection last sent (see `crate::fair`).
+    let mut last_sent = 0;
     loop {
-        let item = tokio::select! {
+        let mut read_in_turn = None;
+        if contended && context.share.heavy() {
+            read_in_turn = context.share.turn(|| stream.next().now_or_never()).await;
+        }
+        let had_turn = read_in_turn.is_some();
+        let item = if let Some(item) = read_in_turn {
+            item
+        } else {
+            tokio::select! {
             biased;
             item = stream.next() => item,
             () = &mut timer, if peer_close.is_none() => {
@@ -320,6 +349,7 @@ where
                 timer.as_mut().reset(idle_until.min(expires).min(next_ping));
                 continue;
             }
+            }
         };
         let Some(item) = item else { break };
         awaiting_pong = false;
@@ -333,11 +363,15 @@ where
                 connection.touch();
                 metrics.message_in(payload.len());
                 let Some(rate) = rate.as_mut() else {
-                    dispatch_within_quota(connection, context, payload).await;
+                    contended =
+                        dispatch_fairly(connection, context, payload, had_turn, &mut last_sent)
+                            .await;
                     continue;
                 };
                 if rate.allow(now) {
-                    dispatch_within_quota(connection, context, payload).await;
+                    contended =
+                        dispatch_fairly(connection, context, payload, had_turn, &mut last_sent)
+                            .await;
                 } else if f64::from(rate.dropped) > rate.burst {
                     metrics.limit_hit(Limit::MessageFlood);
                     return closing(CloseCode::Policy, "message rate exceeded");
@@ -441,11 +475,23 @@ where
     }
 }
 
-/// Dispatches a message once its tenant's quotas let it through (see [`crate::fair`]):
-/// until then the reader reads nothing more.
-async fn dispatch_within_quota(connection: &Attachment, context: &Context, payload: Payload) {
+/// Dispatches a message once, if the tenant takes turns, it is its turn (unless it was
+/// read in one), and once the tenant's quotas let it through (see [`crate::fair`]):
+/// until then the reader reads nothing more. Says whether the tenant took turns.
+async fn dispatch_fairly(
+    connection: &Attachment,
+    context: &Context,
+    payload: Payload,
+    had_turn: bool,
+    last_sent: &mut u64,
+) -> bool {
+    let heavy = context.share.read(last_sent);
+    if heavy && !had_turn {
+        context.share.turn(|| ()).await;
+    }
     context.share.admit(payload.len()).await;
     Box::pin(dispatch(connection, context, payload)).await;
+    heavy
 }
 
 /// Runs the plugin a message selects (on the route as the config in force has it) and
@@ -530,7 +576,6 @@ mod tests {
         use futures_util::{SinkExt, StreamExt};
         use tokio::task::JoinHandle;
         use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-        use tokio_util::sync::CancellationToken;
 
         use crate::config::TenantLimits;
         use crate::metrics::Metrics;
@@ -560,14 +605,14 @@ mod tests {
             );
             let context = Context {
                 route: RouteRef::Fixed(Arc::new(Route::empty("/r"))),
-                share: Arc::new(crate::fair::TenantShare::new(&limits)),
+                share: Arc::new(crate::fair::TenantShare::new(&limits, Arc::default())),
                 limits: Arc::new(limits),
                 metrics: Arc::new(Metrics::new().tenant("t")),
             };
             let ended = tokio::spawn(async move {
                 let mut sink = sink.sink_map_err(|_| WsError::ConnectionClosed);
-                let shutdown = CancellationToken::new();
-                let ended = serve(&mut sink, &mut stream, &connection, &context, &shutdown).await;
+                let stop = crate::socket::Stop::default();
+                let ended = serve(&mut sink, &mut stream, &connection, &context, &stop).await;
                 finish(connection, &context, &ended).await;
                 (ended, registry.len())
             });

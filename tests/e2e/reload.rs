@@ -389,3 +389,69 @@ async fn sigterm_drains_for_the_delay_and_delivers_what_the_api_accepted_before_
         None | Some(Ok(Message::Close(_))) | Some(Err(_))
     ));
 }
+
+#[tokio::test]
+async fn a_moved_listener_serves_at_once_and_its_old_clients_get_1012_after_the_grace() {
+    let old = demo(plugins::ECHO, "reload_grace = \"2s\"", "");
+    let gateway = Gateway::start_binary(&old).await;
+    let mut before = gateway.connect("/demo/echo").await;
+
+    // An address that cannot be bound refuses the reload, naming the key; nothing moves.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let clash = old.replacen(
+        "ws = \"127.0.0.1:0\"",
+        &format!("ws = \"{}\"", taken.local_addr().unwrap()),
+        1,
+    );
+    let (status, body) = reload_with(&gateway, &clash).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("(listen.ws)"),
+        "the refusal names the key: {body}"
+    );
+    assert_eq!(ask(&mut before, "still here").await, "still here");
+
+    let moved = old
+        .replacen("ws = \"127.0.0.1:0\"", "ws = \"127.0.0.2:0\"", 1)
+        .replacen("admin = \"127.0.0.1:0\"", "admin = \"127.0.0.2:0\"", 1);
+    let (status, report) = reload_with(&gateway, &moved).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["needs_restart"], serde_json::json!([]), "{report}");
+    assert_eq!(report["restarting_connections"], 1, "{report}");
+    let address = |listener: &str| -> std::net::SocketAddr {
+        report["listeners_moved"][listener]
+            .as_str()
+            .unwrap_or_else(|| panic!("no listeners_moved.{listener} in {report}"))
+            .parse()
+            .unwrap()
+    };
+    let (ws, admin) = (address("ws"), address("admin"));
+    assert_eq!(ws.ip().to_string(), "127.0.0.2");
+    assert_eq!(admin.ip().to_string(), "127.0.0.2");
+
+    // The new listeners serve at once; the old ones take no one new.
+    let (mut after, _) = tokio_tungstenite::connect_async(format!("ws://{ws}/demo/echo"))
+        .await
+        .expect("the moved WebSocket listener serves");
+    assert_eq!(ask(&mut after, "new").await, "new");
+    let (status, _) = ready(admin).await;
+    assert_eq!(status, 200, "the moved admin listener serves");
+    for old in [gateway.ws, gateway.admin] {
+        tokio::time::timeout(WAIT, async {
+            while tokio::net::TcpStream::connect(old).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{old} still accepts after the move"));
+    }
+
+    // The old listener's client is served through the grace, then told to reconnect.
+    assert_eq!(ask(&mut before, "in grace").await, "in grace");
+    let frame = expect_close(&mut before).await;
+    assert_eq!(
+        (u16::from(frame.code), frame.reason.as_str()),
+        (1012, "the gateway moved this listener; reconnect")
+    );
+    assert_eq!(ask(&mut after, "stays").await, "stays");
+}

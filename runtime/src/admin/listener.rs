@@ -36,11 +36,14 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Serves `router` on `listener` under `limits` until `shutdown`, then lets requests in
 /// flight finish. `tls` gives the TLS settings to accept with (`None`: plain HTTP); it
 /// is called at every accept, so a reload's new certificate serves the next connection.
+/// A listener handed over by `moves` (a reload moved `listen.admin`) replaces the one
+/// accepted on; connections already accepted finish.
 pub async fn serve(
-    listener: TcpListener,
+    mut listener: TcpListener,
     router: Router,
     limits: AdminConfig,
     tls: impl Fn() -> Option<Arc<rustls::ServerConfig>>,
+    moves: &crate::listeners::Handoff,
     shutdown: CancellationToken,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -54,6 +57,11 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            moved = moves.next() => {
+                tracing::info!(address = %listener_addr(&moved), "admin listener moved");
+                listener = moved;
+                continue;
+            }
             () = shutdown.cancelled() => break,
         };
         let (stream, peer) = match accepted {

@@ -64,11 +64,18 @@ pub struct Gateway {
     /// Each tenant's share of the cores and its quotas, by tenant id: they outlive
     /// snapshots (a reload updates the quotas).
     shares: Mutex<HashMap<Arc<str>, Arc<crate::fair::TenantShare>>>,
+    /// Which tenants send, for their shares to take turns while more than one does.
+    contention: Arc<crate::fair::Contention>,
     /// What the config says now.
     current: ArcSwap<Snapshot>,
     /// The management API's public `host:port`, known once the admin listener is bound
     /// (or set by `[admin] domain_name`); plugins read it as `wsgate.domain_name`.
-    domain_name: Arc<std::sync::OnceLock<String>>,
+    domain_name: Arc<ArcSwapOption<String>>,
+    /// The addresses the listeners are on, and the way a reload moves them.
+    pub listeners: crate::listeners::Listeners,
+    /// The admin listener's bound address, for `wsgate.domain_name` when the config
+    /// names none.
+    admin_bound: Mutex<Option<std::net::SocketAddr>>,
     /// The main runtime, where plugins' HTTP calls run whatever lane their event is on.
     runtime: tokio::runtime::Handle,
     /// This node's membership of a cluster, in cluster mode.
@@ -170,8 +177,11 @@ impl Gateway {
             open: Slots::default(),
             tenant_slots: Mutex::default(),
             shares: Mutex::default(),
+            contention: Arc::default(),
             current: ArcSwap::from_pointee(empty),
             domain_name: Arc::default(),
+            listeners: crate::listeners::Listeners::new(&config.listen),
+            admin_bound: Mutex::default(),
             runtime: tokio::runtime::Handle::try_current().map_err(|_| {
                 GatewayError::Engine(EngineError::Start(
                     "the gateway must start inside a tokio runtime".into(),
@@ -194,15 +204,24 @@ impl Gateway {
     }
 
     /// Publishes the management API's address to plugins (`wsgate.domain_name`):
-    /// `[admin] domain_name` if set, else `bound`. The first call wins.
-    pub fn publish_admin_address(&self, bound: std::net::SocketAddr) {
+    /// `[admin] domain_name` if set, else `bound` (the admin listener's address; `None`
+    /// keeps the last one). Called at start, when the admin listener moves and at every
+    /// reload.
+    pub fn publish_admin_address(&self, bound: Option<std::net::SocketAddr>) {
+        let bound = {
+            let mut known = self.admin_bound.lock().unwrap_or_else(|e| e.into_inner());
+            if bound.is_some() {
+                *known = bound;
+            }
+            *known
+        };
         let name = self
             .snapshot()
             .admin
             .domain_name
             .clone()
-            .unwrap_or_else(|| bound.to_string());
-        let _ = self.domain_name.set(name);
+            .or_else(|| bound.map(|b| b.to_string()));
+        self.domain_name.store(name.map(Arc::new));
     }
 
     /// Loads `config` into a snapshot on this gateway's engine, without installing it.
@@ -404,7 +423,12 @@ impl Gateway {
         let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
         shares
             .entry(id.into())
-            .or_insert_with(|| Arc::new(crate::fair::TenantShare::new(limits)))
+            .or_insert_with(|| {
+                Arc::new(crate::fair::TenantShare::new(
+                    limits,
+                    self.contention.clone(),
+                ))
+            })
             .clone()
     }
 

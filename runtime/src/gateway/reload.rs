@@ -3,7 +3,9 @@
 //! force only if all of it loads. Connections stay open: their next event runs the new
 //! plugin, and an event already running finishes on the old one. Routes a reload
 //! removed keep serving the connections they have for `lifecycle.reload_grace`, then
-//! close them with 1001.
+//! close them with 1001. A listener whose address changed is bound anew before the
+//! swap (see [`crate::listeners`]); the connections of the old one are closed with 1012
+//! after the same grace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,6 +28,9 @@ pub enum ReloadError {
     /// The new config or one of its plugins is unusable (file, key and reason).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A listener's new address cannot be bound.
+    #[error(transparent)]
+    Listen(#[from] crate::listeners::BindError),
     /// The loading thread failed (a bug: it is logged with its panic).
     #[error("the reload failed unexpectedly: {0}")]
     Internal(String),
@@ -50,6 +55,20 @@ pub struct ReloadReport {
     pub retiring_connections: usize,
     /// The grace those connections have, in seconds.
     pub grace_seconds: f64,
+    /// Listeners moved to a new address, with the address they are bound to now.
+    pub listeners_moved: ListenersMoved,
+    /// Connections through the old WebSocket listener, closed with 1012 once the grace
+    /// ends.
+    pub restarting_connections: usize,
+}
+
+/// The listeners a reload moved: their new bound addresses.
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ListenersMoved {
+    /// The WebSocket listener's, if it moved.
+    pub ws: Option<String>,
+    /// The admin listener's, if it moved.
+    pub admin: Option<String>,
 }
 
 /// Names added, removed and changed.
@@ -125,7 +144,14 @@ impl Gateway {
         })
         .await
         .map_err(|e| ReloadError::Internal(e.to_string()));
-        let (snapshot, tls) = match loaded.and_then(|r| r.map_err(ReloadError::from)) {
+        let loaded = match loaded.and_then(|r| r.map_err(ReloadError::from)) {
+            Ok((snapshot, tls)) => match self.listeners.bind(&snapshot.config.listen).await {
+                Ok(bound) => Ok((snapshot, tls, bound)),
+                Err(err) => Err(err.into()),
+            },
+            Err(err) => Err(err),
+        };
+        let (snapshot, tls, bound) = match loaded {
             Ok(loaded) => loaded,
             Err(err) => {
                 self.metrics.reload(false);
@@ -165,6 +191,18 @@ impl Gateway {
             }
         }
         self.swap(snapshot);
+        let moved = self.listeners.commit(bound);
+        if let Some((address, old)) = moved.ws {
+            report.listeners_moved.ws = Some(address.to_string());
+            report.restarting_connections = self.registered();
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                old.cancel();
+            });
+        }
+        report.listeners_moved.admin = moved.admin.map(|a| a.to_string());
+        // `[admin] domain_name` may have changed too.
+        self.publish_admin_address(moved.admin);
         report.retiring_connections = removed
             .iter()
             .map(|((tenant, template), _)| self.count_on_route(tenant, template))
@@ -183,6 +221,8 @@ impl Gateway {
             plugins = %summary(&report.plugins.added, &report.plugins.removed, &report.plugins.replaced),
             retiring_connections = report.retiring_connections,
             needs_restart = ?report.needs_restart,
+            ws_moved_to = ?report.listeners_moved.ws,
+            admin_moved_to = ?report.listeners_moved.admin,
             "reloaded"
         );
         Ok(report)
@@ -354,16 +394,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             keys.insert(key.to_owned());
         }
     };
-    differ(
-        "listen.ws",
-        old.listen.ws.to_string(),
-        new.listen.ws.to_string(),
-    );
-    differ(
-        "listen.admin",
-        old.listen.admin.to_string(),
-        new.listen.admin.to_string(),
-    );
     differ(
         "cluster",
         format!("{:?}", old.cluster),

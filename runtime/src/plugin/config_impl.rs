@@ -12,7 +12,7 @@ impl config::Host for HostCall<'_> {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         let state = self.enter(Import::ConfigGet)?;
         if key == DOMAIN_NAME {
-            return Ok(state.scope.domain_name.get().cloned());
+            return Ok(state.scope.domain_name.load_full().map(|n| (*n).clone()));
         }
         Ok(state
             .scope
@@ -25,11 +25,11 @@ impl config::Host for HostCall<'_> {
     async fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         let state = self.enter(Import::ConfigGetAll)?;
         let mut all = state.scope.config.clone();
-        if let Some(name) = state.scope.domain_name.get() {
+        if let Some(name) = state.scope.domain_name.load_full() {
             // Sorted like the rest: `wsgate.` sorts after the usual lower-case keys only
             // sometimes, so place it properly.
             let at = all.partition_point(|(k, _)| k.as_str() < DOMAIN_NAME);
-            all.insert(at, (DOMAIN_NAME.to_owned(), name.clone()));
+            all.insert(at, (DOMAIN_NAME.to_owned(), (*name).clone()));
         }
         Ok(all)
     }

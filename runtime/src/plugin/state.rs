@@ -52,7 +52,7 @@ pub struct PluginScope {
     pub outbound: Arc<Outbound>,
     /// The management API's public `host:port` (config key `wsgate.domain_name`), once
     /// the admin listener is bound.
-    pub domain_name: Arc<std::sync::OnceLock<String>>,
+    pub domain_name: Arc<arc_swap::ArcSwapOption<String>>,
     /// The tenant's execution log, where the plugin's log lines and failed events are
     /// kept for the tenant to read (`GET /{tenant}/@logs`).
     pub execution_log: Arc<ExecutionLog>,
