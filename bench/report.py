@@ -1,10 +1,11 @@
 """Turns scripts/bench.sh's results.jsonl into RESULTS.md, results.svg and README's table.
 
-    python3 bench/report.py RESULTS_JSONL OUT_DIR SECONDS [--smoke]
+    python3 bench/report.py RESULTS_JSONL OUT_DIR SECONDS [--smoke] [--only S12]
 
-With --smoke it checks that every scenario produced figures, that S9 got nothing but
-echoes back and that no S10 management POST failed (exit 1 if not), and leaves README.md
-alone.
+With --smoke it checks that every scenario produced figures, that S9 and S12 got nothing
+but echoes back and that no S10 management POST failed (exit 1 if not), and leaves
+README.md alone. With --only S12 (BENCH_ONLY=S12 scripts/bench.sh) the results hold S12
+alone: it writes OUT_DIR/RESULTS-S12.md, and no RESULTS.md, results.svg or README table.
 """
 
 import datetime
@@ -22,6 +23,12 @@ EXPECTED = [
     "S9 relay", "S9 wsgate",
     "S10 same-node", "S10 cross-node", "S10 broadcast one node", "S10 broadcast two nodes",
 ]
+S12_LANGS = {"rust": "Rust", "js": "JavaScript", "py": "Python"}
+# S12's cold compiles of the JavaScript and Python components are skipped in the smoke
+# once its cache holds them (scripts/bench.sh).
+S12_OPTIONAL = {"S12 cold js", "S12 cold py"}
+S12 = [f"S12 {what} {lang}" for what in ["cold", "cached", "memory", "echo", "fresh", "load-8", "load-100"] for lang in S12_LANGS]
+EXPECTED += S12
 S10_POSTS = ["S10 same-node", "S10 cross-node"]
 S10_BROADCASTS = ["S10 broadcast one node", "S10 broadcast two nodes"]
 SERVERS = ["raw", "node", "wsgate"]
@@ -42,15 +49,19 @@ def verdict(ok):
     return "met" if ok else "**missed**"
 
 
+def header(seconds):
+    return ("# Benchmark results\n\n"
+            f"Produced by `scripts/bench.sh` on {datetime.date.today()}, {seconds} s per timed measurement, "
+            f"on {os.cpu_count()} cores ({platform.machine()}), {version(['rustc', '--version'])}, "
+            f"node {version(['node', '--version'])}. All servers and the load client share this machine: "
+            "compare ratios, not absolute numbers.")
+
+
 def tables(by, seconds):
     out = []
     w = out.append
-    w("# Benchmark results\n")
-    w(f"Produced by `scripts/bench.sh` on {datetime.date.today()}, {seconds} s per timed measurement, "
-      f"on {os.cpu_count()} cores ({platform.machine()}), {version(['rustc', '--version'])}, "
-      f"node {version(['node', '--version'])}. All servers and the load client share this machine: "
-      "compare ratios, not absolute numbers. `raw` is a tokio-tungstenite echo server without Wasm "
-      "(the ceiling), `node` is Node.js `ws`, `wsgate` runs the echo plugin (bench/wsgate.toml).\n")
+    w(header(seconds) + " `raw` is a tokio-tungstenite echo server without Wasm (the ceiling), `node` is "
+      "Node.js `ws`, `wsgate` runs the echo plugin (bench/wsgate.toml).\n")
 
     s1w, s1r, s1n = by["S1 wsgate"], by["S1 raw"], by["S1 node"]
     s2w, s2r = by["S2 wsgate"], by["S2 raw"]
@@ -258,8 +269,89 @@ def tables(by, seconds):
           f"{last['p50'] / 1e3:.2f} | {last['p99'] / 1e3:.2f} | {last['max'] / 1e3:.2f} | "
           f"{r['first_delivery_us']['p50'] / 1e3:.2f} | {ratio(last['p50'], base['p50'])} | "
           f"{ratio(last['p99'], base['p99'])} |")
+    out += s12_table(by)
     return "\n".join(out) + "\n"
 
+
+def tool_version(lang):
+    """The componentize tool a language's component was built with, when installed."""
+    try:
+        if lang == "js":
+            path = "plugins/js/node_modules/@bytecodealliance/componentize-js/package.json"
+            return f"componentize-js {json.load(open(path))['version']}"
+        if lang == "py":
+            return version(["target/polyglot-py/bin/componentize-py", "--version"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return "componentize-js" if lang == "js" else "componentize-py"
+
+
+def size(n):
+    return f"{n / 1048576:.1f} MiB" if n >= 1048576 else f"{n / 1024:.0f} KiB"
+
+
+def s12_table(by):
+    """S12's section: the echo plugin in each language, against the Rust one."""
+    out = []
+    w = out.append
+    rust8, rust100 = by["S12 load-8 rust"], by["S12 load-100 rust"]
+    compiles, runs = by["S12 cached rust"]["runs"], rust100["runs"]
+    sources = {"rust": "plugins/echo (cargo, wasm32-wasip2)",
+               "js": f"plugins/js/echo ({tool_version('js')})",
+               "py": f"plugins/py/echo ({tool_version('py')})"}
+    w("\n## S12: plugins in JavaScript and Python\n")
+    w("The echo plugin in each language (bench/polyglot.toml: " + "; ".join(
+        f"{name}: {sources[lang]}" for lang, name in S12_LANGS.items()) + "), in one gateway, a tenant "
+      "each, all with the limits examples/polyglot.toml gives JavaScript and Python (64 MiB per "
+      "instance, kept warm up to 32 MiB, 64 kept) and a 1 s time limit. Every load checked that each "
+      "reply was the echo. "
+      + (f"Compile figures are the median of {compiles} runs, the others the median by rate of {runs} "
+         "runs, the languages taking turns. " if runs > 1 else "")
+      + "Per language:\n")
+    w("- **component**: the .wasm file. **cold compile**: the compile time `wsgate check` reports for "
+      "the plugin alone with an empty compile cache (Cranelift on both cores, the function cache "
+      "on, the entry stored); **from cache**: the same once the cache holds it (read and "
+      "deserialised): what a restart pays.")
+    w("- **new instance**: the mean time of a message event (the gateway's "
+      "`wsgate_plugin_event_duration_seconds`; one connection, closed loop) on a plugin with "
+      "`pool_size = 0`, which makes an instance for every event and drops it afterwards, minus the "
+      "same on a warm instance: instantiation, the guest's start-up code and the drop.")
+    w("- **memory per warm instance**: on a fresh gateway, its RSS growth while "
+      f"{by['S12 memory rust']['instances']} copies of the plugin (one component, compiled once) "
+      "each get one instance, which their pools keep, divided by their number. One more copy goes "
+      "first, outside the count, so what only the first instance of a component costs (its code "
+      "paged in, the initial memory image, which instances share until they write to it) is not "
+      "charged to each.")
+    w("- **echo p50** and **event**: one connection, closed loop, on a warm instance: the client's "
+      "round trip, and the plugin event's mean time in the gateway.")
+    w("- **msgs/s**: 64 B, closed loop, over 8 connections, then "
+      "over 100 (as S1); **CPU per message**: the gateway's CPU time over the window divided by the "
+      "messages echoed (the client shares the two cores).\n")
+    w("| language | component | cold compile s | from cache ms | new instance ms | memory per warm instance MiB |")
+    w("|---|---|---|---|---|---|")
+    for lang, name in S12_LANGS.items():
+        cold, cached = by.get(f"S12 cold {lang}"), by[f"S12 cached {lang}"]
+        mem, echo, fresh = (by[f"S12 {what} {lang}"] for what in ["memory", "echo", "fresh"])
+        cold_s = f"{cold['ms'] / 1e3:.2f}" if cold else "skipped"
+        per_instance = (mem["rss_after_kib"] - mem["rss_before_kib"]) / mem["instances"] / 1024
+        w(f"| {name} | {size(cached['bytes'])} | {cold_s} | {cached['ms']:.1f} | "
+          f"{(fresh['event_us'] - echo['event_us']) / 1e3:.2f} | {per_instance:.2f} |")
+    if any(f"S12 cold {lang}" not in by for lang in S12_LANGS):
+        w("\nSkipped: cold compiles of components the smoke's compile cache already held.")
+
+    def cpu_us(r):
+        cpu = r.get("server", {}).get("cpu_percent")
+        return f"{cpu / 100 / r['per_sec'] * 1e6:.1f}" if cpu is not None else "-"
+
+    w("\n| language | echo p50 µs, 1 connection | event µs, 1 connection | msgs/s, 8 connections | vs Rust | "
+      "CPU µs per message | msgs/s, 100 connections | vs Rust | CPU µs per message | event µs, 100 connections |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for lang, name in S12_LANGS.items():
+        echo, l8, l100 = (by[f"S12 {what} {lang}"] for what in ["echo", "load-8", "load-100"])
+        w(f"| {name} | {echo['latency_us']['p50']} | {echo['event_us']:.1f} | {l8['per_sec']:.0f} | "
+          f"{ratio(l8['per_sec'], rust8['per_sec'])} | {cpu_us(l8)} | {l100['per_sec']:.0f} | "
+          f"{ratio(l100['per_sec'], rust100['per_sec'])} | {cpu_us(l100)} | {l100['event_us']:.0f} |")
+    return out
 
 def svg(by):
     """Two panels of grouped bars: S1–S3 rate and p99, each relative to raw."""
@@ -302,17 +394,22 @@ def svg(by):
 def main():
     results, out_dir, seconds = sys.argv[1], sys.argv[2], sys.argv[3]
     smoke = "--smoke" in sys.argv[4:]
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv[4:] else None
+    if only not in (None, "S12"):
+        sys.exit(f"bench: --only {only}: the scenario that runs alone is S12")
     runs = {}
     for line in open(results):
         row = json.loads(line)
         runs.setdefault(row["label"], []).append(row)
-    # A label measured several times (S1-S3, S7, S9, S10, S11) is represented by its median
-    # run: by rate, by p99 for S7, whose figure is latency, and by the last delivery's
-    # p50 for S10's broadcasts.
+    # A label measured several times (S1-S3, S7, S9, S10, S11, S12) is represented by its
+    # median run: by rate, by p99 for S7, whose figure is latency, by the last delivery's
+    # p50 for S10's broadcasts, and by time for S12's compiles.
     by = {}
     for label, rows in runs.items():
         if label.startswith("S7"):
             rows.sort(key=lambda r: r["latency_us"]["p99"])
+        elif label.startswith(("S12 cold", "S12 cached")):
+            rows.sort(key=lambda r: r["ms"])
         elif label in S10_BROADCASTS:
             rows.sort(key=lambda r: r["last_delivery_us"]["p50"])
         else:
@@ -320,19 +417,28 @@ def main():
         by[label] = rows[len(rows) // 2]
         by[label]["runs"] = len(rows)
         by[label]["errors_total"] = sum(r.get("errors", 0) for r in rows)
-    missing = [label for label in EXPECTED if label not in by]
+    expected = S12 if only else EXPECTED
+    missing = [label for label in expected if label not in by and not (smoke and label in S12_OPTIONAL)]
     if missing:
         sys.exit(f"bench: no figures for {', '.join(missing)}; the log above says why")
     # S9's client counts a reply other than the echo (the plugin's error frame, say) as
     # an error: any means the integration is broken, which the smoke must not pass.
-    wrong = [f"{label} ({by[label]['errors_total']})" for label in ["S9 relay", "S9 wsgate"] if by[label]["errors_total"]]
+    echoes = [label for label in by if label.startswith(("S9", "S12 echo", "S12 fresh", "S12 load"))]
+    wrong = [f"{label} ({by[label]['errors_total']})" for label in echoes if by[label]["errors_total"]]
     if smoke and wrong:
         sys.exit(f"bench: replies other than the echo in {', '.join(wrong)}; the log above shows the first")
     # A failed S10 POST (a 503 from a node that did not hear back through Redis, say) means
     # the cluster is broken, whatever the rate.
-    failed = [f"{label} ({by[label]['errors_total']})" for label in S10_POSTS if by[label]["errors_total"] or not by[label]["count"]]
+    failed = [f"{label} ({by[label]['errors_total']})" for label in S10_POSTS
+              if label in by and (by[label]["errors_total"] or not by[label]["count"])]
     if smoke and failed:
         sys.exit(f"bench: management POSTs failed or none succeeded in {', '.join(failed)}")
+    if only:
+        text = "\n".join([header(seconds)] + s12_table(by)) + "\n"
+        with open(os.path.join(out_dir, f"RESULTS-{only}.md"), "w") as f:
+            f.write(text)
+        print(text)
+        return
     text = tables(by, seconds)
     with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
         f.write(text)

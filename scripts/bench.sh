@@ -7,7 +7,10 @@
 #
 #   scripts/bench.sh                  # the full run: 5 s per measurement, release build
 #   BENCH_SECONDS=2 scripts/bench.sh  # shorter measurements
-#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3, S7, S9 and S10 once each instead of three times
+#   BENCH_REPEATS=1 scripts/bench.sh  # S1-S3, S7, S9, S10, S11 and S12 once each instead of
+#                                     # three times
+#   BENCH_ONLY=S12 scripts/bench.sh   # S12 alone: writes $out/results-S12.jsonl and
+#                                     # RESULTS-S12.md, and leaves the rest alone
 #   scripts/bench.sh --smoke          # seconds, small sizes, results under
 #                                     # target/bench-smoke: proves every scenario runs
 #
@@ -22,27 +25,42 @@
 #       with no quota and with a tenant_message_rate
 #   S10 cluster mode: two nodes and a Redis; management POSTs across nodes vs on one node,
 #       and a broadcast to 10,000 connections split over both nodes vs all on one
+#   S12 the echo plugin in Rust, JavaScript and Python (bench/polyglot.toml): component
+#       size, cold compile, load from the compile cache, a new instance, per-message cost,
+#       echo throughput (64 B, 100 connections) and memory per warm instance
 #
 # S10 needs redis-server (scripts/setup-tests.sh, run below, installs it); it starts its
-# own on a free loopback port and stops it afterwards.
+# own on a free loopback port and stops it afterwards. S12 needs Node.js and Python 3.10+:
+# it runs scripts/build-polyglot.sh, which installs componentize-js and componentize-py
+# into the repository when missing and builds the components (1 to 1.5 minutes the first
+# time; under a second when they are up to date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
+only=${BENCH_ONLY:-}
+case $only in
+    "" | S12) ;;
+    *) echo "bench: BENCH_ONLY=$only: the scenario that runs alone is S12" >&2; exit 1 ;;
+esac
+# s12_instances: the warm instances S12's memory figure is taken over (pool_size of
+# bench/polyglot.toml); settle: seconds S12 waits before reading the gateway's RSS.
 if $smoke; then
     seconds=0.5 warmup=0.2 idle=500 room=201 rounds=3 plugins=5 repeats=1
+    s12_instances=2 settle=0.2
     out=target/bench-smoke
 else
     seconds=${BENCH_SECONDS:-5} warmup=1 idle=15000 room=10001 rounds=20 plugins=50
     repeats=${BENCH_REPEATS:-3}
+    s12_instances=8 settle=1
     out=bench
 fi
 mkdir -p "$out"
 
 scripts/setup-tests.sh
 # S10 runs its own Redis: say so now rather than after every other scenario.
-command -v redis-server >/dev/null 2>&1 || {
+[ -n "$only" ] || command -v redis-server >/dev/null 2>&1 || {
     echo "bench: S10 needs redis-server, which is not on PATH (scripts/setup-tests.sh installs it;" \
         "Debian/Ubuntu: apt-get install redis-server)" >&2
     exit 1
@@ -92,6 +110,204 @@ stop() {
     kill "$(cat "$work/$1.pid")" 2>/dev/null || true
     wait "$(cat "$work/$1.pid")" 2>/dev/null || true
 }
+pid() { cat "$work/$1.pid"; }
+
+# S12: the echo plugin in Rust (plugins/echo), JavaScript (plugins/js/echo,
+# componentize-js) and Python (plugins/py/echo, componentize-py), bench/polyglot.toml.
+# Per language:
+#   - size: the component file's bytes;
+#   - cold compile and load from cache: the compile time `wsgate check` reports for the
+#     plugin (its table's `compile` column) on a config holding that plugin alone, first
+#     with an empty compile cache (`from compiled`: compiling and storing it), then with
+#     the cache it filled (`from cache`: reading and deserialising it); $repeats times;
+#   - memory per warm instance: on a fresh gateway, the growth of its RSS while
+#     $s12_instances copies of the plugin (the same component, plugins mem1, mem2, ...)
+#     each get one instance, which the pool then keeps: one connection each in turn,
+#     echoing for 50 ms. mem0 goes first, outside the count, so that what the first
+#     instance of a component alone brings (its code paged in) is not charged to each;
+#   - per-message cost: one connection, closed loop, on /echo (a warm instance): the
+#     client's round trip and the plugin event's mean time, from the gateway's
+#     wsgate_plugin_event_duration_seconds (sum and count of its message events over the
+#     run, warm-up included);
+#   - a new instance: the same on /fresh (pool_size = 0: every event makes an instance
+#     and drops it); its mean event time minus /echo's;
+#   - throughput: `load` 64 B on /echo, closed loop, over 8 connections (the instances
+#     the pool keeps) then over 100, the three taking turns $repeats times, with the
+#     gateway's CPU per message (its CPU time over the window / messages).
+# Every load checks that each reply is the echo (--expect-echo).
+#
+# The smoke skips cold compiles of the JavaScript and Python components (10-25 s of both
+# cores each): their compile cache is the tests' (target/tmp/wsgate), which
+# scripts/test.sh fills with them before the tests; run alone, the smoke compiles them
+# there the first time (that run reports them cold) and reads them from it afterwards.
+# The Rust echo is cold-compiled every time, into a fresh folder.
+s12_langs=(rust js py)
+s12_wasm() {
+    case $1 in
+        rust) echo target/plugins/wasm32-wasip2/release/echo.wasm ;;
+        js) echo target/plugins/polyglot/echo_js.wasm ;;
+        py) echo target/plugins/polyglot/echo_py.wasm ;;
+    esac
+}
+# s12_check LANG CACHE_DIR: `wsgate check` on LANG's echo alone with its compile cache in
+# CACHE_DIR; prints the plugin's row as "ORIGIN MILLISECONDS".
+s12_check() {
+    local config=$work/s12-check-$1.toml
+    printf '[listen]\nws = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n\n[compile]\ncache_dir = "%s"\n\n[tenants.%s.plugins.echo]\npath = "%s"\n\n[tenants.%s.routes."/echo"]\nplugin = "echo"\n' \
+        "$2" "$1" "$PWD/$(s12_wasm "$1")" "$1" > "$config"
+    "$gateway" check --config "$config" | python3 -c '
+import re, sys
+for line in sys.stdin:
+    cells = re.split(r"\s{2,}", line.strip())
+    if len(cells) >= 5 and cells[1] == "echo":
+        took, unit = cells[3].split()
+        assert unit == "ms", line
+        print(cells[4], took)
+        sys.exit(0)
+sys.exit("bench: no row for the plugin in the table of wsgate check")'
+}
+# s12_compiled LABEL LANG CACHE_DIR WANT: one s12_check, written to the results as LABEL
+# when its origin is WANT; otherwise a failure, unless ALLOWED (a fourth argument) names
+# that origin too, when nothing is written.
+s12_compiled() {
+    local row origin ms
+    row=$(s12_check "$2" "$3")
+    read -r origin ms <<< "$row"
+    if [ "$origin" = "$4" ]; then
+        printf '{"label":"%s","unit":"compile","origin":"%s","ms":%s,"bytes":%s}\n' \
+            "$1" "$origin" "$ms" "$(stat -c %s "$(s12_wasm "$2")")" >> "$results"
+        echo "bench: $1: $ms ms" >&2
+    elif [ "$origin" != "${5:-}" ]; then
+        echo "bench: $1: wsgate check said \"from $origin\", not \"$4\"" >&2
+        exit 1
+    fi
+}
+# The gateway's /metrics, for the event times.
+s12_metrics() {
+    curl -sf --max-time 5 -H "Authorization: Bearer bench-ops" "http://$(cat "$work/s12.admin")/metrics"
+}
+# s12_timed LABEL TENANT PLUGIN LOAD-ARGS...: `timed`, plus the plugin's message events
+# over the run from /metrics: their count and mean time in microseconds.
+s12_timed() {
+    local label=$1 tenant=$2 plugin=$3
+    shift 3
+    echo "bench: $label" >&2
+    s12_metrics > "$work/s12-before.prom"
+    "$bench" "$@" --seconds "$seconds" --warmup "$warmup" --pid "$(pid s12)" \
+        --label "$label" --json > "$work/s12-run.json"
+    s12_metrics > "$work/s12-after.prom"
+    python3 - "$work/s12-run.json" "$work/s12-before.prom" "$work/s12-after.prom" "$tenant" "$plugin" \
+        >> "$results" <<'EOF'
+import json, sys
+run, before, after, tenant, plugin = sys.argv[1:]
+series = f'{{tenant="{tenant}",plugin="{plugin}",event="message"}}'
+def read(path):
+    values = {}
+    for line in open(path):
+        for what in ("sum", "count"):
+            if line.startswith(f"wsgate_plugin_event_duration_seconds_{what}{series} "):
+                values[what] = float(line.split()[-1])
+    return values
+b, a = read(before), read(after)
+row = json.loads(open(run).read())
+row["events"] = int(a["count"] - b.get("count", 0))
+row["event_us"] = 1e6 * (a["sum"] - b.get("sum", 0)) / row["events"]
+print(json.dumps(row))
+EOF
+}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$(pid "$1")/status"; }
+s12() {
+    echo "bench: S12 JavaScript and Python components (scripts/build-polyglot.sh)" >&2
+    scripts/build-polyglot.sh
+    local cache lang dir i k ws before after
+    if $smoke; then
+        cache=${CARGO_TARGET_DIR:-target}/tmp/wsgate
+        case $cache in /*) ;; *) cache=$PWD/$cache ;; esac
+    else
+        cache=$work/s12-cache
+    fi
+    # Compile: each language cold then from the cache, $repeats times. The full run's
+    # first cold compiles fill the cache the gateway then starts from; the others go to
+    # a folder emptied each time.
+    for i in $(seq "$repeats"); do
+        for lang in "${s12_langs[@]}"; do
+            if $smoke && [ "$lang" != rust ]; then
+                dir=$cache
+                s12_compiled "S12 cold $lang" "$lang" "$dir" compiled cache
+            else
+                dir=$work/s12-cold
+                [ "$i" = 1 ] && ! $smoke && dir=$cache
+                rm -rf "$work/s12-cold"
+                s12_compiled "S12 cold $lang" "$lang" "$dir" compiled
+            fi
+            s12_compiled "S12 cached $lang" "$lang" "$dir" cache
+        done
+    done
+    rm -rf "$work/s12-cold"
+
+    # The gateway, from the cache filled above, with mem0..mem$s12_instances beside each
+    # echo.
+    sed -e "s#= \"\.\./#= \"$PWD/#" bench/polyglot.toml > "$work/polyglot.toml"
+    printf '\n[compile]\ncache_dir = "%s"\n' "$cache" >> "$work/polyglot.toml"
+    for lang in "${s12_langs[@]}"; do
+        for k in $(seq 0 "$s12_instances"); do
+            printf '\n[tenants.%s.plugins.mem%s]\npath = "%s"\nlimits = { memory_bytes = 67108864, pool_memory_bytes = 33554432, pool_size = 8, timeout = "1s" }\n\n[tenants.%s.routes."/mem%s"]\nplugin = "mem%s"\n' \
+                "$lang" "$k" "$PWD/$(s12_wasm "$lang")" "$lang" "$k" "$k" >> "$work/polyglot.toml"
+        done
+    done
+    start s12 admin "$gateway" serve --config "$work/polyglot.toml"
+    ws=$(cat "$work/s12.ws")
+
+    # Memory first, on the fresh gateway.
+    for lang in "${s12_langs[@]}"; do
+        echo "bench: S12 memory $lang" >&2
+        for k in $(seq 0 "$s12_instances"); do
+            "$bench" load --url "ws://$ws/$lang/mem$k" --connections 1 --seconds 0.05 --warmup 0 \
+                --expect-echo --json > /dev/null
+            if [ "$k" = 0 ]; then
+                sleep "$settle"
+                before=$(rss_kib s12)
+            fi
+        done
+        sleep "$settle"
+        after=$(rss_kib s12)
+        printf '{"label":"S12 memory %s","unit":"memory","instances":%s,"rss_before_kib":%s,"rss_after_kib":%s}\n' \
+            "$lang" "$s12_instances" "$before" "$after" >> "$results"
+    done
+
+    # One connection on a warm instance, then on a new one per event; the languages
+    # taking turns, $repeats times.
+    for _ in $(seq "$repeats"); do
+        for lang in "${s12_langs[@]}"; do
+            for plugin in echo fresh; do
+                s12_timed "S12 $plugin $lang" "$lang" "$plugin" load --url "ws://$ws/$lang/$plugin" \
+                    --connections 1 --size 64 --expect-echo
+            done
+        done
+    done
+    # Throughput, 64 B, closed loop: over 8 connections (as many as the pool keeps
+    # instances), then over 100 (as S1), which starts with the pool the first run filled.
+    for _ in $(seq "$repeats"); do
+        for lang in "${s12_langs[@]}"; do
+            for connections in 8 100; do
+                s12_timed "S12 load-$connections $lang" "$lang" echo load --url "ws://$ws/$lang/echo" \
+                    --connections "$connections" --size 64 --expect-echo
+            done
+        done
+    done
+    stop s12
+}
+
+if [ "$only" = S12 ]; then
+    results=$out/results-S12.jsonl
+    : > "$results"
+    started=$SECONDS
+    s12
+    echo "bench: S12 took $((SECONDS - started)) s" >&2
+    python3 bench/report.py "$results" "$out" "$seconds" --only S12 $($smoke && echo --smoke)
+    exit 0
+fi
+
 # S9's Lambda backend runs for the whole bench: the gateway's config names its address.
 # bench/wsgate.toml says 127.0.0.1:7071 (so it also runs by hand beside
 # `wsgate-bench lambda-backend --listen 127.0.0.1:7071`); here that becomes the port the
@@ -111,7 +327,6 @@ url() {
         *) echo "ws://$(cat "$work/$1.ws")/" ;;
     esac
 }
-pid() { cat "$work/$1.pid"; }
 
 results=$out/results.jsonl
 : > "$results"
@@ -306,5 +521,8 @@ for plugin in echo connection_id chat auth test_fanout test_hostile; do
     mix+=(--plugin "target/plugins/wasm32-wasip2/release/$plugin.wasm") kinds=$((kinds + 1))
 done
 "$bench" startup --gateway "$gateway" "${mix[@]}" --plugins "$kinds" --label "S8 mix" --json >> "$results"
+
+# S12: the three languages' echo, alone on the machine (cold compiles take both cores).
+s12
 
 python3 bench/report.py "$results" "$out" "$seconds" $($smoke && echo --smoke)

@@ -10,7 +10,12 @@ use crate::standard_config;
 #[tokio::test]
 async fn echo_returns_text_and_binary() {
     let gateway = Gateway::start(&standard_config()).await;
-    let mut client = gateway.connect("/demo/echo").await;
+    text_and_binary_come_back(&gateway, "/demo/echo").await;
+}
+
+/// The echo's behaviour, whatever the language of the plugin on `path`.
+pub async fn text_and_binary_come_back(gateway: &Gateway, path: &str) {
+    let mut client = gateway.connect(path).await;
     assert_eq!(ask(&mut client, "hello").await, "hello");
     assert_eq!(ask(&mut client, "héllo ✓").await, "héllo ✓");
     let bytes = vec![0u8, 1, 2, 255, 254];

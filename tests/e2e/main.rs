@@ -31,6 +31,7 @@ mod limits;
 mod logs;
 mod metrics;
 mod outbound;
+mod polyglot;
 mod proxies;
 mod quota;
 mod reload;
@@ -39,6 +40,7 @@ mod sandbox;
 mod seams;
 mod sigv4;
 mod tls;
+mod wit_compat;
 
 use wsgate_test_plugins as plugins;
 

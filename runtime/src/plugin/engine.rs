@@ -10,6 +10,7 @@ use wasmtime::component::{Component, Linker};
 
 use super::bindings::{RouteHandler, RouteHandlerPre};
 use super::call::{Calls, HostCall};
+use super::compat::{LinkStage, explain_link_failure};
 use super::runner::Plugin;
 use super::state::{HostState, PluginScope};
 use super::{FunctionCacheStats, LoadError, Origin, cache, function_cache};
@@ -143,11 +144,16 @@ impl Host {
     /// Links a compiled component as a plugin with `scope`, checking that it
     /// implements the `route-handler` world.
     pub fn link(&self, component: &Component, scope: PluginScope) -> Result<Plugin, LoadError> {
-        let pre = self.linker.instantiate_pre(component).map_err(|e| LoadError {
-            reason: format!("the component imports something the gateway does not provide ({e:#}); plugins may import only the wsgate:plugin world and WASI"),
-        })?;
+        // The explanation (which version it was built against, what it exports, which
+        // import is missing, and what to do) comes from the component's own type.
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError {
+                reason: explain_link_failure(component, LinkStage::Imports, &format!("{e:#}")),
+            })?;
         let pre = RouteHandlerPre::new(pre).map_err(|e| LoadError {
-            reason: format!("the component does not export the wsgate:plugin/handler interface ({e:#}); build it with wsgate-sdk's export! macro"),
+            reason: explain_link_failure(component, LinkStage::Exports, &format!("{e:#}")),
         })?;
         Ok(Plugin::new(self.engine.clone(), pre, scope))
     }

@@ -12,10 +12,12 @@ use super::state::HostState;
 /// The store's epoch-deadline callback.
 pub fn on_tick(ctx: StoreContextMut<'_, HostState>) -> wasmtime::Result<UpdateDeadline> {
     let state = ctx.data();
-    if Instant::now() >= state.event.deadline {
+    let now = Instant::now();
+    if now >= state.event.deadline {
         return Ok(UpdateDeadline::Interrupt);
     }
-    if let Some(wait) = wait_for_turn(state) {
+    let starting = state.event.starting_until.is_some_and(|until| now < until);
+    if !starting && let Some(wait) = wait_for_turn(state) {
         return Ok(wait);
     }
     // tokio's yield_now lets the worker poll the I/O driver before it runs the guest

@@ -29,6 +29,7 @@
 mod bindings;
 mod cache;
 mod call;
+mod compat;
 mod config_impl;
 mod connections_impl;
 mod convert;
@@ -50,6 +51,7 @@ use std::time::Duration;
 
 pub use bindings::types::{ConnectResponse, Message};
 pub use cache::Origin;
+pub use compat::{WIT_PACKAGE, compat_line, supported_wit_versions, wit_version};
 pub use convert::{guest_message, payload};
 pub use engine::{Digest, EngineError, Host};
 pub use function_cache::FunctionCacheStats;

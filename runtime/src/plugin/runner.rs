@@ -237,6 +237,8 @@ impl Plugin {
             .checkout(connection, route, deadline, started + waits)
             .await?;
         instance.store.data_mut().place = Some(turn);
+        // Later for a new instance (see `checkout`).
+        let deadline = instance.store.data().event.deadline;
         let handler = instance.handler.wsgate_plugin_handler();
         let store = &mut instance.store;
         // Measured, so that a plugin whose guest computes long is marked heavy.
@@ -288,13 +290,18 @@ impl Plugin {
         &self,
         connection: &Arc<str>,
         route: &Arc<str>,
-        deadline: Instant,
+        mut deadline: Instant,
         waits_until: Instant,
     ) -> Result<(Instance, bool), PluginError> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let (mut instance, first_event) = match pooled {
             Some(instance) => (instance, false),
-            None => (self.instantiate(deadline).await?, true),
+            // The event's own limit starts once its instance is ready.
+            None => {
+                let instance = self.instantiate().await?;
+                deadline = deadline.max(Instant::now() + self.scope.limits.timeout);
+                (instance, true)
+            }
         };
         instance.store.data().stderr.clear_recent();
         // The budgets were reset as the instance's last event ended (`end_event`); a new
@@ -307,19 +314,34 @@ impl Plugin {
             waits_until,
             context: None,
             connecting: false,
+            starting_until: None,
         };
         state.hooks.waits_until = waits_until;
-        instance.store.set_epoch_deadline(1);
+        // Two ticks: the first may come a microsecond after the event starts, and an
+        // event that merely straddled it would count as long (and wait for a permit);
+        // from the second on, it has run for a whole tick at least.
+        instance.store.set_epoch_deadline(2);
         Ok((instance, first_event))
     }
 
-    async fn instantiate(&self, deadline: Instant) -> Result<Instance, PluginError> {
+    async fn instantiate(&self) -> Result<Instance, PluginError> {
+        /// How long a start-up may compute without one of the tenant's permits.
+        const STARTUP_WITHOUT_PERMIT: std::time::Duration = std::time::Duration::from_millis(10);
         let mut store = Store::new(&self.engine, HostState::new(self.scope.clone()));
         store.limiter(|state| &mut state.limits);
         store.epoch_deadline_callback(epoch::on_tick);
-        // Instantiation runs guest start code, within the event's time limit.
-        store.data_mut().event.deadline = deadline;
-        store.set_epoch_deadline(1);
+        // Instantiation runs the guest's start code under a time limit of its own, not
+        // the event's: an interpreter's start-up (1.5-3 ms for componentize-js and
+        // componentize-py) is paid once per instance, and counted in the event's limit
+        // it made a burst of new connections on an empty pool time out one after
+        // another. For its first STARTUP_WITHOUT_PERMIT it needs none of the tenant's
+        // permits either: queued behind them, start-ups held instances while the pool
+        // ran dry, which made every event start an instance. Past it, a start-up that
+        // computes on waits its turn as any long event does.
+        let event = &mut store.data_mut().event;
+        event.deadline = Instant::now() + self.scope.limits.timeout;
+        event.starting_until = Some(Instant::now() + STARTUP_WITHOUT_PERMIT);
+        store.set_epoch_deadline(2);
         let handler = match self.pre.instantiate_async(&mut store).await {
             Ok(handler) => handler,
             Err(err) => {

@@ -125,6 +125,9 @@ pub struct EventScope {
     pub context: Option<String>,
     /// Whether this is the connection's `$connect` event.
     pub connecting: bool,
+    /// While the instance runs its start code, and until when it may do so without one
+    /// of the tenant's permits (see `epoch::on_tick`).
+    pub starting_until: Option<Instant>,
 }
 
 /// The data of one plugin instance's `Store`.
@@ -182,6 +185,7 @@ impl HostState {
             waits_until: now,
             context: None,
             connecting: false,
+            starting_until: None,
         };
         let budget = Arc::new(EventBudget::default());
         let stdout = GuestOutput::new(scope.clone(), budget.clone(), "stdout");
