@@ -36,7 +36,7 @@ stale() {
 if stale "$js/types/route-handler.d.ts" wit/*.wit "$js/package-lock.json"; then
     say "generating $js/types from wit/ (jco guest-types)"
     rm -rf "$js/types"
-    node "$js/tools/guest-types.mjs" wit "$world" "$js/types" 2>/dev/null
+    node "$js/tools/guest-types.mjs" wit "$world" "$js/types"
 fi
 # The Python bindings: componentize-py generates its own while building; these are the
 # same modules, for editors and type checkers.

@@ -37,13 +37,15 @@ struct State {
 /// A new listener on its way to an accept loop.
 #[derive(Debug, Default)]
 pub struct Handoff {
-    next: Mutex<Option<TcpListener>>,
+    next: Mutex<Option<(TcpListener, CancellationToken)>>,
     moved: Notify,
 }
 
 impl Handoff {
-    /// The next listener to accept on, once a reload binds one.
-    pub async fn next(&self) -> TcpListener {
+    /// The next listener to accept on, once a reload binds one, with what the
+    /// connections it accepts watch (taken together, so that a second move between the
+    /// two cannot give them the wrong one).
+    pub async fn next(&self) -> (TcpListener, CancellationToken) {
         loop {
             if let Some(listener) = lock(&self.next).take() {
                 return listener;
@@ -53,8 +55,8 @@ impl Handoff {
         }
     }
 
-    fn hand(&self, listener: TcpListener) {
-        *lock(&self.next) = Some(listener);
+    fn hand(&self, listener: TcpListener, generation: CancellationToken) {
+        *lock(&self.next) = Some((listener, generation));
         self.moved.notify_one();
     }
 }
@@ -78,7 +80,12 @@ pub struct Moved {
 
 /// Why a listener could not be moved.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address} ({key}): {source}; the listeners stay where they are")]
+#[error(
+    "cannot listen on {address} ({key}): {source}; the listeners stay where they are and \
+     nothing was reloaded (a port this gateway already listens on, e.g. the same port on \
+     another address or the two listeners' ports swapped, cannot be taken by a reload: \
+     restart the gateway to move there)"
+)]
 pub struct BindError {
     /// `listen.ws` or `listen.admin`.
     pub key: &'static str,
@@ -153,15 +160,17 @@ impl Listeners {
         if let Some((address, listener)) = bound.ws {
             let local = listener.local_addr().unwrap_or(address);
             let shutdown = state.shutdown.clone().unwrap_or_default();
-            let old = state.generation.replace(shutdown.child_token());
+            let generation = shutdown.child_token();
+            let old = state.generation.replace(generation.clone());
             state.ws = address;
-            self.ws.hand(listener);
+            self.ws.hand(listener, generation);
             moved.ws = Some((local, old.unwrap_or_default()));
         }
         if let Some((address, listener)) = bound.admin {
             moved.admin = Some(listener.local_addr().unwrap_or(address));
             state.admin = address;
-            self.admin.hand(listener);
+            // Admin connections are not closed by a move: the token is not used.
+            self.admin.hand(listener, CancellationToken::new());
         }
         moved
     }
@@ -217,8 +226,9 @@ mod tests {
             "the old listener's connections are told"
         );
         assert!(!listeners.generation().is_cancelled());
-        let next = listeners.ws_handoff().next().await;
+        let (next, generation) = listeners.ws_handoff().next().await;
         assert_eq!(next.local_addr().unwrap(), address);
+        assert!(!generation.is_cancelled());
         shutdown.cancel();
         assert!(
             listeners.generation().is_cancelled(),

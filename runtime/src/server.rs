@@ -113,10 +113,10 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            moved = gateway.listeners.ws_handoff().next() => {
+            (moved, watched) = gateway.listeners.ws_handoff().next() => {
                 tracing::info!(address = ?moved.local_addr().ok(), "WebSocket listener moved");
                 listener = moved;
-                generation = gateway.listeners.generation();
+                generation = watched;
                 continue;
             }
             () = shutdown.cancelled() => return,

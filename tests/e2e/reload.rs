@@ -392,7 +392,7 @@ async fn sigterm_drains_for_the_delay_and_delivers_what_the_api_accepted_before_
 
 #[tokio::test]
 async fn a_moved_listener_serves_at_once_and_its_old_clients_get_1012_after_the_grace() {
-    let old = demo(plugins::ECHO, "reload_grace = \"2s\"", "");
+    let old = demo(plugins::ECHO, "reload_grace = \"5s\"", "");
     let gateway = Gateway::start_binary(&old).await;
     let mut before = gateway.connect("/demo/echo").await;
 
@@ -426,6 +426,8 @@ async fn a_moved_listener_serves_at_once_and_its_old_clients_get_1012_after_the_
             .unwrap()
     };
     let (ws, admin) = (address("ws"), address("admin"));
+    // The old listener's client is served through the grace.
+    assert_eq!(ask(&mut before, "in grace").await, "in grace");
     assert_eq!(ws.ip().to_string(), "127.0.0.2");
     assert_eq!(admin.ip().to_string(), "127.0.0.2");
 
@@ -446,8 +448,7 @@ async fn a_moved_listener_serves_at_once_and_its_old_clients_get_1012_after_the_
         .unwrap_or_else(|_| panic!("{old} still accepts after the move"));
     }
 
-    // The old listener's client is served through the grace, then told to reconnect.
-    assert_eq!(ask(&mut before, "in grace").await, "in grace");
+    // Then it is told to reconnect.
     let frame = expect_close(&mut before).await;
     assert_eq!(
         (u16::from(frame.code), frame.reason.as_str()),

@@ -57,7 +57,7 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            moved = moves.next() => {
+            (moved, _) = moves.next() => {
                 tracing::info!(address = %listener_addr(&moved), "admin listener moved");
                 listener = moved;
                 continue;
