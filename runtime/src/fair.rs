@@ -252,8 +252,11 @@ impl TenantShare {
 
     /// Waits until the tenant's quotas let a message of `bytes` through.
     pub async fn admit(&self, bytes: usize) {
-        let quota = self.quota.load_full();
+        // A guard, not an `Arc`: most tenants have no quota, and every message asks.
+        let quota = self.quota.load();
         if quota.messages.is_some() || quota.bytes.is_some() {
+            // Owned across the waits: a guard is not meant to be held long.
+            let quota = arc_swap::Guard::into_inner(quota);
             let _first_in_line = self.queue.lock().await;
             if let Some(messages) = &quota.messages {
                 wait_for(messages, NonZeroU32::MIN).await;

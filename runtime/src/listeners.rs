@@ -131,11 +131,6 @@ impl Listeners {
         &self.admin
     }
 
-    /// What connections of the current WebSocket listener watch.
-    pub fn generation(&self) -> CancellationToken {
-        lock(&self.state).generation.clone().unwrap_or_default()
-    }
-
     /// Binds the addresses of `listen` that differ from those in force. Nothing is in
     /// force yet: dropping the result closes them.
     pub async fn bind(&self, listen: &ListenConfig) -> Result<Bound, BindError> {
@@ -225,15 +220,11 @@ mod tests {
             first.is_cancelled(),
             "the old listener's connections are told"
         );
-        assert!(!listeners.generation().is_cancelled());
         let (next, generation) = listeners.ws_handoff().next().await;
         assert_eq!(next.local_addr().unwrap(), address);
         assert!(!generation.is_cancelled());
         shutdown.cancel();
-        assert!(
-            listeners.generation().is_cancelled(),
-            "shutdown reaches all"
-        );
+        assert!(generation.is_cancelled(), "shutdown reaches all");
     }
 
     #[tokio::test]
