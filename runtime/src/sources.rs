@@ -113,6 +113,15 @@ impl SourceLimits {
     pub fn tracked(&self) -> usize {
         self.open.len()
     }
+
+    /// Sources the per-source rate remembers now.
+    #[cfg(test)]
+    fn rated(&self) -> usize {
+        self.rate
+            .load()
+            .as_deref()
+            .map_or(0, |(_, limiter)| limiter.len())
+    }
 }
 
 #[cfg(test)]
@@ -176,5 +185,29 @@ mod tests {
         };
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
         sources.admit(ip("192.0.2.9"), &rate).unwrap();
+    }
+
+    #[test]
+    fn the_rate_map_forgets_sources_that_stopped_connecting() {
+        let sources = SourceLimits::default();
+        let rate = limits(None, Some(3));
+        let source = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+        // A scan from more sources than a sweep's interval...
+        let scan = 2 * SWEEP_EVERY as u32;
+        for n in 0..scan {
+            sources.admit(source(n), &rate).unwrap();
+        }
+        assert_eq!(sources.rated(), scan as usize);
+        // ...is forgotten by the first sweep once those sources are back to a full
+        // burst (a third of a second at 3 a second; governor keeps real time).
+        std::thread::sleep(Duration::from_millis(1100));
+        for n in scan..scan + SWEEP_EVERY as u32 {
+            sources.admit(source(n), &rate).unwrap();
+        }
+        assert!(
+            sources.rated() <= SWEEP_EVERY as usize,
+            "{} sources remembered after a sweep",
+            sources.rated()
+        );
     }
 }
