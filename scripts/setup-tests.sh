@@ -3,7 +3,9 @@
 # (rebuilt when missing, never global):
 # - boto3 and the AWS CLI, for the tests that drive the management API with a real AWS
 #   SDK, in a virtual environment under target/py (scripts/setup-py.sh);
-# - Node.js `ws`, the benchmark baseline, under bench/node/node_modules.
+# - Node.js `ws`, the benchmark baseline, under bench/node/node_modules;
+# - Chromium (a system package) and Playwright for Python, for the web console's
+#   browser tests (scripts/setup-console.sh).
 # And one system package, when it is missing: redis-server, for the cluster tests (with
 # sudo unless run as root). The tests start their own redis-server on a free loopback
 # port with an empty temporary folder (tests/e2e/redis.rs), never the packaged service;
@@ -13,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/setup-py.sh
+scripts/setup-console.sh
 
 if ! command -v node >/dev/null 2>&1; then
     echo "setup: Node.js is required for the benchmark baseline (the Debian package nodejs)" >&2

@@ -102,7 +102,7 @@ pub async fn run(
     if let Some(cluster) = gateway.cluster() {
         cluster.start(gateway.clone(), shutdown.clone());
     }
-    let generation = gateway.listeners.serve(&shutdown);
+    let generation = gateway.listeners.serve(&shutdown, ws.local_addr()?);
     let ws_task = tokio::spawn(server::serve(
         ws,
         gateway.clone(),

@@ -32,6 +32,9 @@ struct State {
     shutdown: Option<CancellationToken>,
     /// What connections accepted by the current WebSocket listener watch.
     generation: Option<CancellationToken>,
+    /// The WebSocket listener's bound address (its real port when configured as 0),
+    /// once it serves: what the console's Try-it panel connects to.
+    ws_bound: Option<SocketAddr>,
 }
 
 /// A new listener on its way to an accept loop.
@@ -107,18 +110,25 @@ impl Listeners {
                 admin: listen.admin,
                 shutdown: None,
                 generation: None,
+                ws_bound: None,
             }),
         }
     }
 
-    /// Starts serving under `shutdown`; returns what connections of the first WebSocket
-    /// listener watch.
-    pub fn serve(&self, shutdown: &CancellationToken) -> CancellationToken {
+    /// Starts serving under `shutdown`, the WebSocket listener bound at `ws_bound`;
+    /// returns what connections of the first WebSocket listener watch.
+    pub fn serve(&self, shutdown: &CancellationToken, ws_bound: SocketAddr) -> CancellationToken {
         let mut state = lock(&self.state);
+        state.ws_bound = Some(ws_bound);
         let generation = shutdown.child_token();
         state.shutdown = Some(shutdown.clone());
         state.generation = Some(generation.clone());
         generation
+    }
+
+    /// The WebSocket listener's bound address, once it serves.
+    pub fn ws_bound(&self) -> Option<SocketAddr> {
+        lock(&self.state).ws_bound
     }
 
     /// Where the WebSocket accept loop gets its next listener.
@@ -158,6 +168,7 @@ impl Listeners {
             let generation = shutdown.child_token();
             let old = state.generation.replace(generation.clone());
             state.ws = address;
+            state.ws_bound = Some(local);
             self.ws.hand(listener, generation);
             moved.ws = Some((local, old.unwrap_or_default()));
         }
@@ -201,7 +212,8 @@ mod tests {
     async fn only_addresses_that_changed_are_bound_and_a_move_retires_the_old_generation() {
         let listeners = Listeners::new(&listen("127.0.0.1:0", "127.0.0.1:0"));
         let shutdown = CancellationToken::new();
-        let first = listeners.serve(&shutdown);
+        let first = listeners.serve(&shutdown, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(listeners.ws_bound(), Some("127.0.0.1:1".parse().unwrap()));
         let same = listeners
             .bind(&listen("127.0.0.1:0", "127.0.0.1:0"))
             .await
@@ -214,6 +226,11 @@ mod tests {
         let moved = listeners.commit(bound);
         let (address, old) = moved.ws.unwrap();
         assert_eq!(address.ip().to_string(), "127.0.0.2");
+        assert_eq!(
+            listeners.ws_bound(),
+            Some(address),
+            "the console's Try-it follows"
+        );
         assert!(moved.admin.is_none());
         old.cancel();
         assert!(

@@ -10,7 +10,8 @@ use tokio::process::Command;
 use crate::harness::{Client, Gateway, WAIT, expect_close, own_id, recv_text};
 use crate::standard_config;
 
-fn venv_bin(name: &str) -> PathBuf {
+/// A program of the Python virtual environment scripts/setup-py.sh makes.
+pub fn venv_bin(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/py/bin")
         .join(name);

@@ -17,6 +17,7 @@ mod cli;
 mod cluster;
 mod config_errors;
 mod connection_memory;
+mod console;
 mod descriptors;
 mod echo;
 mod example_backend;

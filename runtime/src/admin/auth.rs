@@ -102,6 +102,8 @@ pub struct Request<'a> {
     /// The tenant the path names, whose credentials these must be; `None` when the
     /// credentials name the tenant (Yandex's API).
     pub tenant: Option<&'a str>,
+    /// That tenant, when it exists: an operator key (`[admin] bearer_keys`) acts as it.
+    pub named: Option<Arc<Tenant>>,
 }
 
 /// Who is calling, with the body read on their behalf.
@@ -218,10 +220,7 @@ impl Authenticator {
                 "Missing Authentication Token: /metrics, /-/reload and /-/drain need `Authorization: Bearer <operator key>` ([admin] bearer_keys)".into(),
             ));
         };
-        if keys
-            .iter()
-            .any(|key| constant_time_eq(key.expose().as_bytes(), presented.as_bytes()))
-        {
+        if is_operator_key(keys, presented) {
             return Ok(bearer_key_id(presented));
         }
         self.failed(source, AuthFailure::UnknownKey);
@@ -302,19 +301,35 @@ impl Authenticator {
                 )
             })?;
         if let Some(key) = authorization.strip_prefix("Bearer ") {
-            let tenant = request
-                .keys
-                .bearer(key.trim())
-                .ok_or_else(|| Refusal::invalid(AuthFailure::UnknownKey))?
-                .clone();
-            request.expect_tenant(&tenant)?;
+            let key = key.trim();
+            let (tenant, key_id) = match request.keys.bearer(key) {
+                Some(tenant) => {
+                    request.expect_tenant(tenant)?;
+                    (tenant.clone(), bearer_key_id(key))
+                }
+                // The operator spans tenants (the console's all-tenants view): on a
+                // path that names a tenant, its key acts as that tenant, and the
+                // tenant's audit trail says it was the operator.
+                None if request.tenant.is_some()
+                    && is_operator_key(&request.admin.bearer_keys, key) =>
+                {
+                    let tenant = request.named.clone().ok_or_else(|| {
+                        Refusal::Other(ApiError::NotFound(format!(
+                            "no tenant named {:?}: GET /-/status lists them",
+                            request.tenant.unwrap_or_default()
+                        )))
+                    })?;
+                    (tenant, format!("operator {}", bearer_key_id(key)))
+                }
+                None => return Err(Refusal::invalid(AuthFailure::UnknownKey)),
+            };
             admit(&tenant)?;
             let body = read_body(tenant.clone()).await.map_err(Refusal::Other)?;
             return Ok(Authenticated {
                 tenant,
                 body,
                 replay_key: None,
-                key_id: bearer_key_id(key.trim()),
+                key_id,
             });
         }
         let Some(fields) = authorization.strip_prefix("AWS4-HMAC-SHA256 ") else {
@@ -402,6 +417,12 @@ impl Request<'_> {
             local: self.addresses.map(|a| a.local.ip()),
         }
     }
+}
+
+/// Whether `presented` is one of the operator's keys (compared in constant time).
+pub fn is_operator_key(keys: &[Secret], presented: &str) -> bool {
+    keys.iter()
+        .any(|key| constant_time_eq(key.expose().as_bytes(), presented.as_bytes()))
 }
 
 /// Admits an authenticated request under its tenant's management API rate.

@@ -231,7 +231,22 @@ pub async fn list(tenant: &Tenant, query: &Query) -> Result<Value, ApiError> {
     let items: Vec<Value> = page
         .items
         .iter()
-        .map(|c| json!({ "connectionId": &*c.id, "route": &*c.route, "path": c.path, "connectedAt": timestamp(c.connected_at) }))
+        .map(|c| {
+            let mut item = json!({
+                "connectionId": &*c.id,
+                "route": &*c.route,
+                "path": c.path,
+                "connectedAt": timestamp(c.connected_at),
+                "identity": {
+                    "sourceIp": c.source_ip,
+                    "userAgent": c.user_agent.as_deref().unwrap_or(""),
+                },
+            });
+            if let Some(at) = c.last_active_at {
+                item["lastActiveAt"] = Value::String(timestamp(at));
+            }
+            item
+        })
         .collect();
     let mut body = json!({ "items": items });
     if let Some(next) = page.next {

@@ -7,6 +7,8 @@
 //! - `replay`: signed writes remembered against replays, bounded per tenant.
 //! - `connections`: the operations both APIs share.
 //! - `logs`: `GET /{tenant}/@logs`, the tenant's execution log, read or followed.
+//! - `console`: the web console's files at `/ui/`, with their security headers.
+//! - `stats`: what the console reads: `GET /-/me`, `/{tenant}/@stats`, `/-/status`.
 //! - `error`: errors in AWS's or Yandex's shape.
 //! - `listener`: the accept loop, with head timeouts and a connection cap.
 //!
@@ -16,11 +18,13 @@
 
 pub mod auth;
 pub mod connections;
+pub mod console;
 pub mod error;
 pub mod failures;
 pub mod listener;
 pub mod logs;
 pub mod replay;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -166,6 +170,17 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             return (status, text).into_response();
         }
+        // `/ui/@connections` is tenant `ui`'s API, not the console.
+        ["ui"] | ["ui", _] if !segments.get(1).is_some_and(|s| s.starts_with('@')) => {
+            let rest = call.uri.path().strip_prefix("/ui").unwrap_or_default();
+            return console::serve(&admin.gateway, &call.method, &call.headers, rest);
+        }
+        ["-", "me"] => return me(&caller).await.unwrap_or_else(ApiError::aws),
+        ["-", "status"] => {
+            return node_status(&admin, &snapshot, &call)
+                .await
+                .unwrap_or_else(ApiError::aws);
+        }
         ["-", action @ ("reload" | "drain")] => {
             return operations(&admin, &snapshot, &call, action)
                 .await
@@ -188,8 +203,9 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         [tenant, "@connections"] => aws_collection(&caller, tenant).await.unwrap_or_else(ApiError::aws),
         [tenant, "@connections", id] => aws_connection(&caller, tenant, id).await.unwrap_or_else(ApiError::aws),
         [tenant, "@logs"] => execution_log(&caller, tenant).await.unwrap_or_else(ApiError::aws),
+        [tenant, "@stats"] => tenant_stats(&caller, tenant).await.unwrap_or_else(ApiError::aws),
         _ => ApiError::NotFound(format!(
-            "no such path {}: the API is /{{tenant}}/@connections/{{id}}, /{{tenant}}/@logs and /apigateways/websocket/v1/connections/{{id}}",
+            "no such path {}: the API is /{{tenant}}/@connections/{{id}}, /{{tenant}}/@logs, /{{tenant}}/@stats and /apigateways/websocket/v1/connections/{{id}}; the console is at /ui/",
             call.uri.path()
         ))
         .aws(),
@@ -254,6 +270,57 @@ async fn operations(
     }
 }
 
+/// `GET /-/me`: whom the credentials belong to, `{"kind": "operator"}` or
+/// `{"kind": "tenant", "tenant": ID}`, so the console knows which view to show.
+async fn me(caller: &Caller<'_>) -> Result<Response, ApiError> {
+    let call = caller.call;
+    if call.method != Method::GET {
+        return Err(method_not_allowed(&call.method, "GET"));
+    }
+    let bearer = call
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    if bearer.is_some_and(|key| auth::is_operator_key(&caller.snapshot.admin.bearer_keys, key)) {
+        return Ok(axum::Json(json!({ "kind": "operator" })).into_response());
+    }
+    let (tenant, _) = caller.tenant(None).await?;
+    Ok(axum::Json(json!({ "kind": "tenant", "tenant": &*tenant.id })).into_response())
+}
+
+/// `GET /-/status`: the node at a glance, for the operator.
+async fn node_status(
+    admin: &Admin,
+    snapshot: &Snapshot,
+    call: &Call,
+) -> Result<Response, ApiError> {
+    admin
+        .auth
+        .operator(&snapshot.admin.bearer_keys, &call.headers, call.addresses)?;
+    if call.method != Method::GET {
+        return Err(method_not_allowed(&call.method, "GET"));
+    }
+    Ok(axum::Json(stats::status(&admin.gateway, snapshot).await).into_response())
+}
+
+/// `GET /{tenant}/@stats`: the tenant's figures, for its own keys (and the operator).
+async fn tenant_stats(caller: &Caller<'_>, tenant: &str) -> Result<Response, ApiError> {
+    let call = caller.call;
+    if call.method != Method::GET {
+        return Err(method_not_allowed(&call.method, "GET"));
+    }
+    let (tenant, _) = caller.tenant(Some(tenant)).await?;
+    let body = stats::tenant(
+        &caller.admin.gateway,
+        caller.snapshot,
+        &tenant,
+        &call.headers,
+    );
+    Ok(axum::Json(body).into_response())
+}
+
 /// One request on its way through authentication and an operation.
 struct Caller<'a> {
     admin: &'a Admin,
@@ -275,7 +342,9 @@ struct Who {
 
 /// The audit trail's name for a request and the connection id it targets (`None`: the
 /// whole tenant); `None` for what is not audited. Reading the execution log is not,
-/// or every read would add to what the next read returns.
+/// or every read would add to what the next read returns; nor is reading the list of
+/// connections, which dashboards poll (the console every 3 s) and which would push
+/// the writes out of the bounded trail.
 fn audited<'s>(
     segments: &[&'s str],
     method: &Method,
@@ -294,7 +363,6 @@ fn audited<'s>(
         ([_, "@connections", id], &Method::POST) => Some(("PostToConnection", Some(id))),
         ([_, "@connections", id], &Method::GET) => Some(("GetConnection", Some(id))),
         ([_, "@connections", id], &Method::DELETE) => Some(("DeleteConnection", Some(id))),
-        ([_, "@connections"], &Method::GET) => Some(("ListConnections", None)),
         ([_, "@connections"], &Method::DELETE) => Some(("DeleteConnections", None)),
         _ => None,
     }
@@ -324,6 +392,7 @@ impl Caller<'_> {
             headers: &call.headers,
             addresses: call.addresses,
             tenant: named,
+            named: named.and_then(|id| self.snapshot.tenant(id).cloned()),
         };
         let authenticated = self.admin.auth.authenticate(&request, read_body).await?;
         *self.replay_key.lock().unwrap_or_else(|e| e.into_inner()) = authenticated.replay_key;

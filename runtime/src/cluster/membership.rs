@@ -255,6 +255,54 @@ impl Cluster {
     }
 }
 
+/// A node of the cluster as the console shows it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct NodeState {
+    /// The node's id.
+    pub id: String,
+    /// Whether its heartbeat is current.
+    pub alive: bool,
+}
+
+/// How many nodes the console lists: a cluster is a handful of nodes, and the answer
+/// must stay small whatever Redis holds.
+pub const LISTED_NODES: usize = 256;
+
+impl Cluster {
+    /// The cluster's nodes (at most [`LISTED_NODES`], by id) and whether each is alive.
+    /// A Redis failure is returned, not recorded as an outage: the console asking must
+    /// not change what the node does.
+    pub async fn nodes(&self) -> Result<Vec<NodeState>, String> {
+        let mut redis = self.redis();
+        let mut nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys.nodes())
+            .query_async(&mut redis)
+            .await
+            .map_err(|e| format!("listing nodes: {e}"))?;
+        nodes.sort_unstable();
+        nodes.truncate(LISTED_NODES);
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        for node in &nodes {
+            mget.arg(self.keys.heartbeat(node));
+        }
+        let beats: Vec<Option<String>> = mget
+            .query_async(&mut redis)
+            .await
+            .map_err(|e| format!("reading heartbeats: {e}"))?;
+        Ok(nodes
+            .into_iter()
+            .zip(beats)
+            .map(|(id, beat)| NodeState {
+                id,
+                alive: beat.is_some(),
+            })
+            .collect())
+    }
+}
+
 /// What Redis keeps of a connection: enough to list it and to describe it to its
 /// `$disconnect` if its node dies (route, path and its parameters, when, who), never
 /// its headers, so Redis memory per connection stays small.

@@ -34,6 +34,7 @@ use redis::{IntoConnectionInfo, ProtocolVersion};
 use tokio::sync::{mpsc, oneshot};
 
 pub use keys::Keys;
+pub use membership::{LISTED_NODES, NodeState};
 pub use registry::ClusterRegistry;
 
 use crate::config::ClusterConfig;

@@ -149,7 +149,7 @@ fn unavailable(err: DeliveryError) -> Unavailable {
     }
 }
 
-/// A listed connection from its facts in Redis (`{"r", "p", "c"}`).
+/// A listed connection from its facts in Redis (`{"r", "p", "c", "ip", "ua"}`).
 fn listed(id: String, facts: &str) -> Option<Listed> {
     let facts: serde_json::Value = serde_json::from_str(facts).ok()?;
     Some(Listed {
@@ -157,6 +157,13 @@ fn listed(id: String, facts: &str) -> Option<Listed> {
         route: facts.get("r")?.as_str()?.into(),
         path: facts.get("p")?.as_str()?.to_owned(),
         connected_at: facts.get("c")?.as_u64()?,
+        source_ip: facts
+            .get("ip")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned(),
+        user_agent: facts.get("ua").and_then(|v| v.as_str()).map(str::to_owned),
+        last_active_at: None,
     })
 }
 
@@ -313,6 +320,10 @@ impl Registry for ClusterRegistry {
             if exhausted || (page.limit.is_some() && scanned >= LIST_SCAN) {
                 break;
             }
+        }
+        // Redis keeps no activity; this node knows its own connections'.
+        for item in &mut items {
+            item.last_active_at = self.local.last_active_of(&item.id);
         }
         let Some(limit) = page.limit else {
             return Ok(Page { items, next: None });

@@ -90,6 +90,9 @@ pub struct AdminConfig {
     /// this many, its new signed writes get 429 until the oldest minute expires, rather
     /// than being let through unprotected. Read at start-up.
     pub replay_cache_signatures: usize,
+    /// Whether the admin listener serves the web console at `/ui/` (its pages hold no
+    /// data: each call it makes is authenticated with the key the user signs in with).
+    pub console: bool,
     /// Each tenant's `hosts`, by tenant id. Not a key of the file: [`Config::parse`]
     /// fills it in, so that the admin listener, which sees this table and the
     /// credentials, knows which names a tenant's signatures may be made for.
@@ -110,6 +113,7 @@ impl Default for AdminConfig {
             auth_failure_burst: 20,
             auth_failure_sources: 65_536,
             replay_cache_signatures: 1_000_000,
+            console: true,
             tenant_hosts: BTreeMap::new(),
         }
     }

@@ -8,8 +8,10 @@
 //! - `reload`: re-reading the config file into a new snapshot, what changed, and the
 //!   routes a reload removed, served until their grace ends.
 
+mod history;
 mod reload;
 
+pub use history::ReloadRecord;
 pub use reload::{ReloadError, ReloadReport, reload_on_hangup};
 
 use std::collections::{BTreeMap, HashMap};
@@ -94,6 +96,10 @@ pub struct Gateway {
     draining: AtomicBool,
     /// One reload at a time.
     reloading: tokio::sync::Mutex<()>,
+    /// The last reloads, for the console.
+    pub reloads: history::ReloadHistory,
+    /// When the process started serving (ms since the epoch), for the console.
+    pub started_at: u64,
     /// Routes a reload removed, by tenant id and template, served to the connections
     /// they still have until their grace ends.
     retiring: Mutex<HashMap<RouteKey, Arc<Route>>>,
@@ -194,6 +200,8 @@ impl Gateway {
             draining: AtomicBool::new(false),
             sources: Default::default(),
             reloading: tokio::sync::Mutex::new(()),
+            reloads: history::ReloadHistory::default(),
+            started_at: crate::registry::now_ms(),
             retiring: Mutex::default(),
             execution_logs: Mutex::default(),
             stop_following: Default::default(),
@@ -540,6 +548,14 @@ impl Snapshot {
             None => (rest, "/"),
         };
         self.tenants.get(id).map(|t| (t.clone(), below))
+    }
+
+    /// The names of `tenant`'s plugins.
+    pub fn plugin_names<'s>(&'s self, tenant: &'s str) -> impl Iterator<Item = &'s str> {
+        self.plugins
+            .keys()
+            .filter(move |(id, _)| id == tenant)
+            .map(|(_, name)| name.as_str())
     }
 
     /// Every tenant.

@@ -156,6 +156,13 @@ impl Gateway {
             Err(err) => {
                 self.metrics.reload(false);
                 tracing::error!(error = %err, "reload refused; the running config stays");
+                self.reloads.record(super::ReloadRecord {
+                    at: crate::admin::connections::timestamp(crate::registry::now_ms()),
+                    result: "refused",
+                    took_ms: started.elapsed().as_millis() as u64,
+                    summary: String::new(),
+                    error: Some(err.to_string()),
+                });
                 return Err(err);
             }
         };
@@ -214,6 +221,31 @@ impl Gateway {
         }
         report.took_ms = started.elapsed().as_millis() as u64;
         self.metrics.reload(true);
+        self.reloads.record(super::ReloadRecord {
+            at: crate::admin::connections::timestamp(crate::registry::now_ms()),
+            result: "ok",
+            took_ms: report.took_ms,
+            summary: format!(
+                "tenants {}; routes {}; plugins {}, {} unchanged",
+                summary(
+                    &report.tenants.added,
+                    &report.tenants.removed,
+                    &report.tenants.changed
+                ),
+                summary(
+                    &report.routes.added,
+                    &report.routes.removed,
+                    &report.routes.changed
+                ),
+                summary(
+                    &report.plugins.added,
+                    &report.plugins.removed,
+                    &report.plugins.replaced
+                ),
+                report.plugins.unchanged.len(),
+            ),
+            error: None,
+        });
         tracing::info!(
             took_ms = report.took_ms,
             tenants = %summary(&report.tenants.added, &report.tenants.removed, &report.tenants.changed),

@@ -317,6 +317,43 @@ impl Metrics {
         text
     }
 
+    /// What the console shows of `tenant` (whose plugins are `plugins`), read without
+    /// creating a series that traffic has not.
+    pub fn figures<'p>(
+        &self,
+        tenant: &str,
+        plugins: impl IntoIterator<Item = &'p str>,
+    ) -> TenantFigures {
+        let label = TenantLabel {
+            tenant: tenant.to_owned(),
+        };
+        let counter =
+            |family: &Family<TenantLabel, Counter>| family.get(&label).map_or(0, |c| c.get());
+        let mut failures: Vec<(FailureKind, u64)> =
+            FailureKind::ALL.iter().map(|&kind| (kind, 0)).collect();
+        for plugin in plugins {
+            for (kind, count) in &mut failures {
+                let labels = PluginLabels {
+                    tenant: tenant.to_owned(),
+                    plugin: plugin.to_owned(),
+                    kind: *kind,
+                };
+                *count += self.plugin_failures.get(&labels).map_or(0, |c| c.get());
+            }
+        }
+        TenantFigures {
+            connections: self
+                .connections
+                .get(&label)
+                .map_or(0, |g| g.get().max(0) as u64),
+            messages_received: counter(&self.messages_in),
+            messages_sent: counter(&self.messages_out),
+            bytes_received: counter(&self.bytes_in),
+            bytes_sent: counter(&self.bytes_out),
+            failures,
+        }
+    }
+
     /// Counts connections of dead nodes swept by this node.
     pub fn cluster_swept(&self, n: u64) {
         self.cluster_swept.inc_by(n);
@@ -418,6 +455,24 @@ impl Metrics {
             all: self.clone(),
         }
     }
+}
+
+/// A tenant's figures as [`Metrics::figures`] reads them: totals since the process
+/// started, but for the open connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantFigures {
+    /// Open connections on this node (the exact gauge).
+    pub connections: u64,
+    /// Messages received from clients.
+    pub messages_received: u64,
+    /// Messages written to clients.
+    pub messages_sent: u64,
+    /// Their payload bytes.
+    pub bytes_received: u64,
+    /// Their payload bytes.
+    pub bytes_sent: u64,
+    /// Failed plugin events by kind, every kind listed.
+    pub failures: Vec<(FailureKind, u64)>,
 }
 
 /// Buckets of the plugin event histogram: 100 µs to about 13 s, doubling.
@@ -578,5 +633,38 @@ impl PluginMetrics {
     /// A limit of the plugin's tenant refused `n` things at once.
     pub fn limit_hits(&self, limit: Limit, n: u64) {
         self.all.limit_hits(&self.tenant, limit, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_read_a_tenants_series_without_creating_any() {
+        let metrics = Metrics::new();
+        let demo = metrics.tenant("demo");
+        demo.message_in(5);
+        demo.message_in(7);
+        demo.message_out(3);
+        demo.connections_gauge().inc();
+        let plugin = metrics.plugin("demo", "echo");
+        plugin.failure(FailureKind::Trap);
+        plugin.failure(FailureKind::Trap);
+        metrics.plugin("demo", "chat").failure(FailureKind::Timeout);
+        let before = metrics.encode();
+
+        let figures = metrics.figures("demo", ["echo", "chat", "never-loaded"]);
+        assert_eq!(figures.connections, 1);
+        assert_eq!((figures.messages_received, figures.bytes_received), (2, 12));
+        assert_eq!((figures.messages_sent, figures.bytes_sent), (1, 3));
+        let count = |kind| figures.failures.iter().find(|(k, _)| *k == kind).unwrap().1;
+        assert_eq!(count(FailureKind::Trap), 2);
+        assert_eq!(count(FailureKind::Timeout), 1);
+        assert_eq!(figures.failures.len(), FailureKind::ALL.len());
+
+        let nobody = metrics.figures("nobody", ["echo"]);
+        assert_eq!((nobody.connections, nobody.messages_received), (0, 0));
+        assert_eq!(metrics.encode(), before, "reading created a series");
     }
 }

@@ -344,6 +344,14 @@ impl Registry for LocalRegistry {
 }
 
 impl LocalRegistry {
+    /// When this node's connection `id` last received a frame (ms since the epoch).
+    pub fn last_active_of(&self, id: &str) -> Option<u64> {
+        self.shared
+            .connections
+            .get(id)
+            .map(|connection| connection.last_active_at())
+    }
+
     /// A page of this node's open connections; see [`Registry::list`].
     pub fn list_now(&self, filter: &ListFilter, page: PageRequest) -> Page {
         let after = page.after.as_deref().unwrap_or("");
@@ -356,6 +364,9 @@ impl LocalRegistry {
                 route: c.meta.route.clone(),
                 path: c.meta.path.clone(),
                 connected_at: c.meta.connected_at,
+                source_ip: c.meta.source_ip.clone(),
+                user_agent: c.meta.user_agent.clone(),
+                last_active_at: Some(c.last_active_at()),
             })
             .collect();
         let Some(limit) = page.limit else {

@@ -118,6 +118,14 @@ pub struct Listed {
     pub path: String,
     /// When it connected (ms since the epoch).
     pub connected_at: u64,
+    /// The client's address.
+    pub source_ip: String,
+    /// The client's `User-Agent`, if it sent one.
+    pub user_agent: Option<String>,
+    /// When the client last sent a frame (ms since the epoch), when the node listing it
+    /// holds it (a cluster lists other nodes' connections from Redis, which does not
+    /// keep it).
+    pub last_active_at: Option<u64>,
 }
 
 /// Which connections `list` and `broadcast` reach.

@@ -1,0 +1,166 @@
+//! What the web console reads beyond the connections API: who a key is (`GET /-/me`),
+//! a tenant's figures (`GET /{tenant}/@stats`, for the tenant's own keys, since
+//! `/metrics` spans tenants and is the operator's), and the node at a glance for the
+//! operator (`GET /-/status`).
+
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+
+use super::connections::timestamp;
+use crate::gateway::{Gateway, Snapshot};
+use crate::tenant::Tenant;
+
+/// How long the cluster's nodes are waited for: the status page must answer even when
+/// Redis does not.
+const NODES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /{tenant}/@stats`: the tenant's open connections, message and byte totals
+/// since the process started (the console differences two reads into rates), plugin
+/// failures by kind, route templates, and the WebSocket URL its routes are under.
+pub fn tenant(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+) -> Value {
+    let figures = gateway
+        .metrics
+        .figures(&tenant.id, snapshot.plugin_names(&tenant.id));
+    let failures: serde_json::Map<String, Value> = figures
+        .failures
+        .iter()
+        .map(|(kind, count)| (kind.as_str().to_owned(), json!(count)))
+        .collect();
+    let mut routes: Vec<&str> = tenant.routes.values().map(|r| &*r.template).collect();
+    routes.sort_unstable();
+    json!({
+        "tenant": &*tenant.id,
+        "time": timestamp(crate::registry::now_ms()),
+        "connections": figures.connections,
+        "maxConnections": tenant.limits.max_connections,
+        "messagesReceived": figures.messages_received,
+        "messagesSent": figures.messages_sent,
+        "bytesReceived": figures.bytes_received,
+        "bytesSent": figures.bytes_sent,
+        "failures": failures,
+        "routes": routes,
+        "websocket": websocket_origin(gateway, headers).map(|origin| format!("{origin}/{}", tenant.id)),
+    })
+}
+
+/// `GET /-/status`: the node, its tenants, its cluster and its last reloads.
+pub async fn status(gateway: &Gateway, snapshot: &Snapshot) -> Value {
+    let mut tenants: Vec<&std::sync::Arc<Tenant>> = snapshot.tenants().collect();
+    tenants.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let tenants: Vec<Value> = tenants
+        .iter()
+        .map(|t| {
+            let figures = gateway.metrics.figures(&t.id, std::iter::empty());
+            json!({ "id": &*t.id, "connections": figures.connections })
+        })
+        .collect();
+    let cluster = match gateway.cluster() {
+        None => Value::Null,
+        Some(cluster) => {
+            let nodes = match tokio::time::timeout(NODES_TIMEOUT, cluster.nodes()).await {
+                Ok(Ok(nodes)) => json!(nodes),
+                Ok(Err(err)) => json!({ "error": err }),
+                Err(_) => {
+                    json!({ "error": format!("Redis did not answer within {NODES_TIMEOUT:?}") })
+                }
+            };
+            json!({ "node": cluster.node(), "nodes": nodes })
+        }
+    };
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "startedAt": timestamp(gateway.started_at),
+        "draining": gateway.draining(),
+        "degraded": gateway.degraded(),
+        "tenants": tenants,
+        "cluster": cluster,
+        "reloads": gateway.reloads.newest_first(),
+    })
+}
+
+/// The WebSocket listener's origin as the browser that made this request can reach it:
+/// the host name it used for the admin listener, the WebSocket listener's port, `ws`
+/// or `wss`. `None` before the listener serves.
+pub fn websocket_origin(gateway: &Gateway, headers: &HeaderMap) -> Option<String> {
+    let bound = gateway.listeners.ws_bound()?;
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .and_then(host_name)
+        .map(str::to_owned)
+        .unwrap_or_else(|| match bound.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+    let scheme = if gateway.tls().is_some() { "wss" } else { "ws" };
+    Some(format!("{scheme}://{host}:{}", bound.port()))
+}
+
+/// The host name of a `Host` header without its port, if it is a plain DNS name, an
+/// IPv4 address or a bracketed IPv6 address: it goes into a header (the console's
+/// `Content-Security-Policy`), so anything else is refused rather than escaped.
+pub fn host_name(host: &str) -> Option<&str> {
+    let name = if host.starts_with('[') {
+        let end = host.find(']')?;
+        let (name, rest) = host.split_at(end + 1);
+        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        let inner = &name[1..name.len() - 1];
+        inner.parse::<std::net::Ipv6Addr>().ok()?;
+        name
+    } else {
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return None,
+            None => host,
+        };
+        let plain = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !plain {
+            return None;
+        }
+        name
+    };
+    Some(name)
+}
+
+fn is_port(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_name;
+
+    #[test]
+    fn only_plain_host_names_pass_into_a_header() {
+        assert_eq!(host_name("example.com:9090"), Some("example.com"));
+        assert_eq!(host_name("127.0.0.1"), Some("127.0.0.1"));
+        assert_eq!(host_name("[::1]:9090"), Some("[::1]"));
+        assert_eq!(host_name("[::1]"), Some("[::1]"));
+        for hostile in [
+            "",
+            "a b",
+            "evil.com; script-src *",
+            "x'unsafe-inline'",
+            "a:b:c",
+            "[::1]x",
+            "[not-v6]:1",
+            "host:99999999",
+            "ex\u{e4}mple.com",
+            "a\r\nX-Injected: 1",
+        ] {
+            assert_eq!(host_name(hostile), None, "{hostile:?}");
+        }
+    }
+}
