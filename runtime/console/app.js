@@ -15,6 +15,7 @@ const PAGE_SIZE = 25;
 const LOG_TAIL = 100; // execution log entries shown
 const LOG_PAGE = 1000; // the largest page GET @logs returns
 const TRY_LOG_LINES = 200; // Try-it log lines kept
+const FETCH_TIMEOUT_MS = 10_000; // a request not answered by then is abandoned
 
 const $ = (id) => document.getElementById(id);
 
@@ -88,16 +89,18 @@ const state = {
   routesShown: '', // the route list the selects were built from
   page: { token: undefined, back: [], next: undefined },
   search: null, // the id the table is showing alone, or null for the list
-  listSeq: 0, // only the newest list request may paint the table
+  finding: false, // a Find is waiting for its answer: the live list leaves the table alone
+  listSeq: 0, // only the newest list or Find request may paint the table
   rows: new Map(), // connection id -> <tr>, reused so a refresh never steals focus
   samples: [], // {t, conn, msgs} of the tenant
   gatewaySamples: [], // the same, summed over all tenants (operator)
-  logNext: 0,
+  logNext: null, // where the execution log was read up to; null: read its tail first
   logEntries: [],
+  logPoll: null, // {epoch, promise} of the log read under way
   tenantIds: '',
   socket: null, // the Try-it WebSocket
   target: null, // the connection a dialog acts on
-  opener: null, // what had focus before a dialog opened
+  pendingKey: null, // a key from the address, waiting for the user to switch to it or not
 };
 
 // ------------------------------------------------------------------ API
@@ -121,7 +124,11 @@ const STATUS_NAMES = {
   503: 'ServiceUnavailableException',
 };
 
-/** Calls the admin API with the signed-in key (a header, never the URL); resolves to the body text. */
+/**
+ * Calls the admin API with the signed-in key (a header, never the URL); resolves to the
+ * body text. A request not answered (head and body) within FETCH_TIMEOUT_MS is aborted
+ * and rejects with a Timeout error, so nothing waiting on it waits forever.
+ */
 async function call(method, path, { query = {}, body, contentType } = {}) {
   const url = new URL(path, location.origin);
   for (const [name, value] of Object.entries(query)) {
@@ -129,13 +136,30 @@ async function call(method, path, { query = {}, body, contentType } = {}) {
   }
   const headers = { Authorization: `Bearer ${state.key}` };
   if (contentType) headers['Content-Type'] = contentType;
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), FETCH_TIMEOUT_MS);
+  const timedOut = () => new ApiError(0, 'Timeout',
+    `no answer within ${FETCH_TIMEOUT_MS / 1000} s (${method} ${url.pathname})`);
   let response;
+  let text;
   try {
-    response = await fetch(url, { method, headers, body, cache: 'no-store', credentials: 'omit' });
-  } catch (err) {
-    throw new ApiError(0, 'NetworkError', `the gateway did not answer (${err.message})`);
+    try {
+      response = await fetch(url, {
+        method, headers, body, cache: 'no-store', credentials: 'omit', signal: controller.signal,
+      });
+    } catch (err) {
+      if (controller.signal.aborted) throw timedOut();
+      throw new ApiError(0, 'NetworkError', `the gateway did not answer (${err.message})`);
+    }
+    try {
+      text = await response.text();
+    } catch {
+      if (controller.signal.aborted) throw timedOut();
+      text = '';
+    }
+  } finally {
+    clearTimeout(timer);
   }
-  const text = await response.text().catch(() => '');
   if (!response.ok) {
     let message = text;
     try {
@@ -193,16 +217,18 @@ function onSubmit(id, fn) {
 function keyFromHash() {
   const key = new URLSearchParams(location.hash.slice(1)).get('key');
   if (key === null) return null;
-  history.replaceState(null, '', location.pathname);
+  history.replaceState(null, '', location.pathname + location.search);
   return key || null;
 }
 
-function showSignIn(message) {
+/** The sign-in form, with a message; `retry` offers to try the kept key again. */
+function showSignIn(message, retry = false) {
   for (const id of ['session', 'nav', 'view-connections', 'view-try', 'view-health']) $(id).hidden = true;
   $('signin').hidden = false;
   setText($('signin-error'), message);
+  $('signin-retry').hidden = !retry;
   setText($('notice'), '');
-  $('signin-key').focus();
+  (retry ? $('signin-retry') : $('signin-key')).focus();
 }
 
 async function signIn(key) {
@@ -217,15 +243,32 @@ async function signIn(key) {
     if (me.kind === 'operator') status = await json('GET', '/-/status');
   } catch (err) {
     if (epoch !== state.epoch) return;
-    forgetKey();
-    showSignIn(`sign-in failed: ${err.status === 403 ? err.message : String(err)}`);
+    if (err instanceof ApiError && err.status === 403) {
+      // The key is refused: forget it. A key from the address waiting on this one
+      // replaces nothing now, so it is used.
+      forgetKey();
+      const linked = state.pendingKey;
+      state.pendingKey = null;
+      if (linked !== null && linked !== key) {
+        await signIn(linked);
+        return;
+      }
+      showSignIn(`sign-in failed: ${err.message}`);
+    } else {
+      // No answer, a timeout, 429 or a server error: the key may well be good. Keep it.
+      showSignIn(`sign-in failed: ${err instanceof ApiError ? String(err) : err?.message ?? err}`, true);
+    }
     return;
   }
   if (epoch !== state.epoch) return;
   state.me = me;
+  // Focus was in the sign-in form (or nowhere): it goes to the view's heading.
+  const active = document.activeElement;
+  const refocus = !active || active === document.body || $('signin').contains(active);
   $('signin').hidden = true;
   $('signin-key').value = '';
   setText($('signin-error'), '');
+  $('signin-retry').hidden = true;
   $('session').hidden = false;
   $('nav').hidden = false;
   const operator = me.kind === 'operator';
@@ -233,19 +276,51 @@ async function signIn(key) {
   $('picker-wrap').hidden = !operator;
   $('gateway-panel').hidden = !operator;
   $('legend-gateway').hidden = !operator;
-  showView('connections', false); // loads nothing yet: no tenant is chosen
+  showView('connections', refocus); // loads nothing yet: no tenant is chosen
   if (operator) {
     renderGateway(status);
     renderPicker(status.tenants);
     const first = status.tenants[0]?.id;
-    if (first === undefined) {
-      setText($('notice'), 'This gateway has no tenants.');
-      return;
-    }
-    setTenant(first);
+    if (first === undefined) setText($('notice'), 'This gateway has no tenants.');
+    else setTenant(first);
   } else {
     setTenant(me.tenant);
   }
+  if (state.pendingKey !== null) askSwitch();
+}
+
+/** Who the signed-in key is, in words. */
+const signedInAs = () => (state.me?.kind === 'operator' ? 'the operator' : `tenant ${state.me?.tenant}`);
+
+/**
+ * A key arrived in the address (a link, a bookmark, a pasted URL; the fragment is
+ * already gone). Signed out, it signs in. Signed in with that same key, nothing
+ * happens. Signed in with another key, the page asks before switching: a link must
+ * never move a signed-in tab to another tenant without the user saying so.
+ */
+function offerKey(key) {
+  if (state.me === null) {
+    state.pendingKey = null;
+    signIn(key).catch(report);
+    return;
+  }
+  if (key === state.key) return;
+  state.pendingKey = key;
+  askSwitch();
+}
+
+/** The Switch / Keep question about state.pendingKey. */
+function askSwitch() {
+  if (state.pendingKey === null || state.pendingKey === state.key) {
+    state.pendingKey = null;
+    return;
+  }
+  setText($('switch-question'), `You are signed in as ${signedInAs()}. The address held a different key; it has been removed from the address.`);
+  const dialog = $('switch-dialog');
+  if (dialog.open) return;
+  // The question goes on its own: any other dialog closes first.
+  for (const open of document.querySelectorAll('dialog[open]')) open.close();
+  openDialog(dialog, $('switch-keep'));
 }
 
 function forgetKey() {
@@ -260,6 +335,7 @@ function signOut(message = '') {
   closeSocket(true);
   for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
   forgetKey();
+  state.pendingKey = null;
   state.me = null;
   state.tenant = null;
   state.tenantIds = '';
@@ -277,10 +353,11 @@ function resetTenantState() {
   state.stats = null;
   state.routesShown = '';
   state.samples = [];
-  state.logNext = 0;
+  state.logNext = null;
   state.logEntries = [];
   state.page = { token: undefined, back: [], next: undefined };
   state.search = null;
+  state.finding = false;
   state.rows.clear();
   $('conn-rows').replaceChildren();
   $('route-filter').replaceChildren(el('option', { value: '' }, 'all routes'));
@@ -305,19 +382,33 @@ function setTenant(id) {
   tick(++state.epoch);
 }
 
-/** One sample of everything the page shows live; the next is due TICK_MS later. */
+/**
+ * One sample of everything the page shows live; the next is due TICK_MS later. Every
+ * request ends within FETCH_TIMEOUT_MS, and whatever goes wrong is reported, so the
+ * next tick always comes (unless the epoch moved on: a sign-out or another tenant).
+ */
 async function tick(epoch) {
-  const jobs = [pollStats(epoch), pollLogs(epoch)];
-  if (state.me?.kind === 'operator') jobs.push(pollOperator(epoch));
-  if (liveTableDue()) jobs.push(loadConnections());
-  const results = await Promise.allSettled(jobs);
-  if (epoch !== state.epoch) return;
-  const failed = results.find((r) => r.status === 'rejected');
-  if (failed) report(failed.reason);
-  else setText($('notice'), '');
-  if (epoch !== state.epoch) return; // report() may have signed out
-  if (state.view === 'health') drawChart();
-  state.timer = setTimeout(() => tick(epoch), TICK_MS);
+  try {
+    const jobs = [pollStats(epoch)];
+    // The log is read only while it is seen.
+    if (state.view === 'health') jobs.push(pollLogs(epoch));
+    if (state.me?.kind === 'operator') jobs.push(pollOperator(epoch));
+    if (liveTableDue()) jobs.push(loadConnections());
+    const results = await Promise.allSettled(jobs);
+    if (epoch !== state.epoch) return;
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) report(failed.reason);
+    else setText($('notice'), '');
+    if (epoch !== state.epoch) return; // report() may have signed out
+    if (state.view === 'health') drawChart();
+  } catch (err) {
+    if (epoch === state.epoch) report(err);
+  } finally {
+    if (epoch === state.epoch) {
+      clearTimeout(state.timer);
+      state.timer = setTimeout(() => tick(epoch), TICK_MS);
+    }
+  }
 }
 
 async function pollStats(epoch) {
@@ -364,6 +455,7 @@ function renderPicker(tenants) {
 // ------------------------------------------------------------------ views
 
 function showView(name, focus = true) {
+  const before = state.view;
   state.view = name;
   for (const button of $('nav').querySelectorAll('button[data-view]')) {
     if (button.dataset.view === name) button.setAttribute('aria-current', 'page');
@@ -375,6 +467,15 @@ function showView(name, focus = true) {
   if (name === 'health') {
     drawChart();
     renderLog();
+    if (before !== 'health' && state.tenant !== null) {
+      // The log was not read while unseen: start again from its tail rather than read
+      // everything recorded meanwhile.
+      state.logNext = null;
+      const epoch = state.epoch;
+      pollLogs(epoch).catch((err) => {
+        if (epoch === state.epoch) report(err);
+      });
+    }
   }
 }
 
@@ -382,37 +483,70 @@ function showView(name, focus = true) {
 
 const anyDialogOpen = () => document.querySelector('dialog[open]') !== null;
 
-/** The table refreshes itself while it is seen, unless paused or a dialog is open. */
+/**
+ * The list refreshes itself while it is seen, unless paused, a dialog is open, or the
+ * table shows a search: reading one connection is recorded in the tenant's audit
+ * trail, so a search is read once, when the user asks (Find), never on a timer.
+ */
 function liveTableDue() {
-  return state.view === 'connections' && $('live').checked && !anyDialogOpen() && !document.hidden;
+  return state.view === 'connections' && $('live').checked && !anyDialogOpen() && !document.hidden
+    && state.search === null && !state.finding;
 }
 
-/** Loads the current page (or the searched-for connection) into the table. */
+/** Loads the current page of the list into the table; a search result stays as it was found. */
 async function loadConnections() {
+  if (state.tenant === null || state.search !== null) return;
+  const seq = ++state.listSeq;
+  state.finding = false; // a Find under way is overtaken
+  const epoch = state.epoch;
+  const page = await json('GET', tenantPath('@connections'), {
+    query: { limit: PAGE_SIZE, nextToken: state.page.token, route: $('route-filter').value },
+  });
+  if (seq !== state.listSeq || epoch !== state.epoch || state.search !== null) return;
+  state.page.next = page.nextToken;
+  renderRows(Array.isArray(page.items) ? page.items : []);
+  setText($('updated'), `updated ${clock(new Date())}`);
+}
+
+/** Find: reads the connection `id` once and shows it alone in the table. */
+async function findConnection(id) {
   if (state.tenant === null) return;
   const seq = ++state.listSeq;
   const epoch = state.epoch;
-  let items;
-  let next;
-  if (state.search !== null) {
-    try {
-      items = [await json('GET', tenantPath('@connections', state.search))];
-    } catch (err) {
-      if (err.status !== 410) throw err;
-      items = [];
-      if (seq === state.listSeq) setText($('search-status'), 'no connection with that id (it has closed)');
+  state.finding = true;
+  setText($('search-status'), 'looking…');
+  let item = null;
+  let failure = null;
+  try {
+    item = await json('GET', tenantPath('@connections', id));
+  } catch (err) {
+    failure = err;
+  } finally {
+    if (seq === state.listSeq) state.finding = false;
+  }
+  if (seq !== state.listSeq || epoch !== state.epoch) {
+    if ($('search-status').textContent === 'looking…') setText($('search-status'), '');
+    return;
+  }
+  const now = clock(new Date());
+  if (failure === null) {
+    state.search = id;
+    $('search-clear').hidden = false;
+    renderRows([item]);
+    setText($('search-status'), `showing the connection with that id, as found at ${now} (live updates do not look again: press Find)`);
+    setText($('updated'), `found ${now}`);
+  } else if (failure.status === 410) {
+    if (state.search === id) {
+      // Looked again at the connection shown: it has gone since.
+      renderRows([]);
+      setText($('updated'), `found ${now}`);
+      setText($('search-status'), `no connection with that id: it has closed (at ${now})`);
+    } else {
+      setText($('search-status'), 'no connection with that id');
     }
   } else {
-    const page = await json('GET', tenantPath('@connections'), {
-      query: { limit: PAGE_SIZE, nextToken: state.page.token, route: $('route-filter').value },
-    });
-    items = Array.isArray(page.items) ? page.items : [];
-    next = page.nextToken;
+    setText($('search-status'), String(failure));
   }
-  if (seq !== state.listSeq || epoch !== state.epoch) return;
-  state.page.next = next;
-  renderRows(items);
-  setText($('updated'), `updated ${clock(new Date())}`);
 }
 
 function renderRows(items) {
@@ -495,8 +629,11 @@ function resetPaging() {
 
 // ------------------------------------------------------------------ dialogs
 
+// Dialog -> what had focus before it opened.
+const openers = new WeakMap();
+
 function openDialog(dialog, focus) {
-  state.opener = document.activeElement;
+  openers.set(dialog, document.activeElement);
   dialog.showModal();
   focus.focus();
 }
@@ -504,9 +641,12 @@ function openDialog(dialog, focus) {
 for (const dialog of document.querySelectorAll('dialog')) {
   dialog.addEventListener('close', () => {
     // Back to the button that opened it, or to the view when its row has gone.
-    const back = state.opener?.isConnected ? state.opener : $(`view-${state.view}`).querySelector('h2');
-    if (back && $('signin').hidden) back.focus();
-    state.opener = null;
+    const opener = openers.get(dialog);
+    openers.delete(dialog);
+    const back = opener?.isConnected && opener !== document.body ? opener : $(`view-${state.view}`).querySelector('h2');
+    if (back && $('signin').hidden && !anyDialogOpen()) back.focus();
+    // The list was paused while the dialog was open: it catches up now, not a tick later.
+    if (liveTableDue()) loadConnections().catch(report);
   });
 }
 for (const button of document.querySelectorAll('dialog [data-close]')) {
@@ -857,21 +997,44 @@ function renderFailures(failures) {
     el('tbody', {}, ...nonzero.map(([kind, n]) => el('tr', {}, el('th', { scope: 'row' }, kind), el('td', {}, String(n))))))));
 }
 
-/** Reads the execution log from where the last read ended, keeping the newest LOG_TAIL. */
-async function pollLogs(epoch) {
+/** Reads the execution log (one read at a time per epoch: a second caller shares the first's). */
+function pollLogs(epoch) {
+  if (state.logPoll?.epoch === epoch) return state.logPoll.promise;
+  const promise = readLogs(epoch).finally(() => {
+    if (state.logPoll?.promise === promise) state.logPoll = null;
+  });
+  state.logPoll = { epoch, promise };
+  return promise;
+}
+
+/**
+ * The newest LOG_TAIL entries first (tail=N: no reading through the whole ring to
+ * find them), then from where the last read ended, keeping the newest LOG_TAIL.
+ */
+async function readLogs(epoch) {
   let changed = false;
-  // A long log is read a page at a time; a few pages per tick keep each tick short.
-  for (let pages = 0; pages < 5; pages++) {
-    const page = await json('GET', tenantPath('@logs'), { query: { since: state.logNext, limit: LOG_PAGE } });
+  if (state.logNext === null) {
+    const page = await json('GET', tenantPath('@logs'), { query: { tail: LOG_TAIL } });
     if (epoch !== state.epoch) return;
     const entries = Array.isArray(page.entries) ? page.entries : [];
-    state.logNext = page.next;
-    if (entries.length) {
-      state.logEntries.push(...entries);
-      state.logEntries.splice(0, Math.max(0, state.logEntries.length - LOG_TAIL));
-      changed = true;
+    state.logEntries = entries.slice(-LOG_TAIL);
+    state.logNext = Number(page.next) || 0;
+    changed = true;
+  } else {
+    // A busy log is read a page at a time; a few pages per tick keep each tick short.
+    for (let pages = 0; pages < 5; pages++) {
+      const page = await json('GET', tenantPath('@logs'), { query: { since: state.logNext, limit: LOG_PAGE } });
+      if (epoch !== state.epoch) return;
+      const entries = Array.isArray(page.entries) ? page.entries : [];
+      // A gateway restarted since answers a lower `next`: read on from there.
+      if (Number.isSafeInteger(page.next)) state.logNext = page.next;
+      if (entries.length) {
+        state.logEntries.push(...entries);
+        state.logEntries.splice(0, Math.max(0, state.logEntries.length - LOG_TAIL));
+        changed = true;
+      }
+      if (entries.length < LOG_PAGE) break;
     }
-    if (entries.length < LOG_PAGE) break;
   }
   if (changed && state.view === 'health') renderLog();
 }
@@ -933,7 +1096,31 @@ onSubmit('signin-form', async () => {
     setText($('signin-error'), 'Enter a management key.');
     return;
   }
+  state.pendingKey = null; // the user chose this key: a linked one waits no longer
   await signIn(key);
+});
+
+// After a sign-in that got no usable answer (the key is kept): the same key again.
+$('signin-retry').addEventListener('click', act(async () => {
+  const key = state.key ?? sessionStorage.getItem(KEY_SLOT);
+  if (key === null) {
+    showSignIn('Enter a management key.');
+    return;
+  }
+  setText($('signin-error'), 'signing in…');
+  await signIn(key);
+}));
+
+$('switch-go').addEventListener('click', act(async () => {
+  const key = state.pendingKey;
+  $('switch-dialog').close();
+  if (key === null) return;
+  signOut();
+  await signIn(key);
+}));
+// Keep (and Escape) close the question: the key it was about is dropped.
+$('switch-dialog').addEventListener('close', () => {
+  if (!$('switch-dialog').open) state.pendingKey = null;
 });
 
 $('sign-out').addEventListener('click', () => signOut());
@@ -948,26 +1135,22 @@ onSubmit('search-form', async () => {
   const id = $('search-id').value.trim();
   if (!id) {
     state.search = null;
+    state.finding = false;
     $('search-clear').hidden = true;
     setText($('search-status'), '');
     await loadConnections();
     return;
   }
-  try {
-    await json('GET', tenantPath('@connections', id));
-  } catch (err) {
-    setText($('search-status'), err.status === 410 ? 'no connection with that id' : String(err));
-    return;
-  }
-  state.search = id;
-  $('search-clear').hidden = false;
-  setText($('search-status'), 'showing the connection with that id');
-  await loadConnections();
+  // Find again on the same id looks again: the one way a search result is refreshed.
+  await findConnection(id);
 });
 
 $('search-clear').addEventListener('click', act(async () => {
   state.search = null;
+  state.finding = false;
   $('search-id').value = '';
+  // The button hides itself: focus goes to the search box rather than to nowhere.
+  $('search-id').focus();
   $('search-clear').hidden = true;
   setText($('search-status'), '');
   await loadConnections();
@@ -1027,17 +1210,21 @@ onSubmit('try-close-form', () => {
 
 $('try-clear').addEventListener('click', () => $('try-log').replaceChildren());
 
-// A link or bookmark with #key=… signs in even when the page is already open.
+// A link or bookmark with #key=… while the page is open: see offerKey.
 window.addEventListener('hashchange', () => {
   const key = keyFromHash();
-  if (key === null) return;
-  if (state.key) signOut();
-  signIn(key).catch(report);
+  if (key !== null) offerKey(key);
 });
 
-// Start: a key in the fragment wins over the one this tab already had.
+// Start. The key this tab already had signs in; a different key in the fragment is
+// then offered (Switch / Keep) like a link followed later, since a page that sent
+// this tab here could have put it there. Without a key of its own, the fragment's
+// signs in.
 {
-  const key = keyFromHash() ?? sessionStorage.getItem(KEY_SLOT);
+  const linked = keyFromHash();
+  const stored = sessionStorage.getItem(KEY_SLOT);
+  if (stored && linked && linked !== stored) state.pendingKey = linked;
+  const key = stored || linked;
   if (key) signIn(key).catch(report);
   else showSignIn('');
 }

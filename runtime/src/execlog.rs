@@ -415,6 +415,20 @@ impl ExecutionLog {
         }
     }
 
+    /// The newest `limit` entries (at most a page), oldest first; `next` is the newest
+    /// sequence number, to read on from (the console shows a log's tail this way
+    /// without reading it all).
+    pub fn tail(&self, limit: usize) -> Page {
+        let ring = self.ring();
+        let skip = ring.entries.len().saturating_sub(limit.min(MAX_PAGE));
+        let entries: Vec<Arc<Entry>> = ring.entries.iter().skip(skip).cloned().collect();
+        Page {
+            next: ring.next_seq - 1,
+            entries,
+            dropped: 0,
+        }
+    }
+
     /// Follows the log from after sequence number `since`: the entries the ring holds
     /// after it, then each new one as it is recorded. Refused past [`MAX_FOLLOWERS`].
     pub fn follow(self: &Arc<Self>, since: u64) -> Result<Follow, TooManyFollowers> {
@@ -541,6 +555,26 @@ mod tests {
         assert_eq!(seqs(&page), [3, 4, 5]);
         assert_eq!((page.next, page.dropped), (5, 2));
         assert_eq!(page.entries[0].message, "line 2");
+    }
+
+    /// The tail is the newest entries, and reading on from its `next` misses none.
+    #[test]
+    fn the_tail_is_the_newest_and_reading_on_misses_nothing() {
+        let log = log(100, 1 << 20);
+        assert_eq!((seqs(&log.tail(10)), log.tail(10).next), (vec![], 0));
+        for i in 0..30 {
+            line(&log, &format!("line {i}"));
+        }
+        let tail = log.tail(5);
+        assert_eq!(seqs(&tail), [26, 27, 28, 29, 30]);
+        assert_eq!(tail.next, 30);
+        assert_eq!(
+            seqs(&log.tail(usize::MAX)).len(),
+            30,
+            "capped at a page, here all"
+        );
+        line(&log, "after");
+        assert_eq!(seqs(&log.read(tail.next, 100)), [31]);
     }
 
     /// Past its byte bound the ring drops its oldest entries, whatever their count.

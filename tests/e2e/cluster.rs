@@ -122,6 +122,13 @@ async fn health_becomes(node: &Gateway, what: &str, pred: impl Fn(&str) -> bool)
 
 const DEMO_KEY: &str = "demo-key";
 
+/// The cluster as the console's `GET /-/status` on `node` shows it.
+async fn cluster_nodes(node: &Gateway) -> Value {
+    let (status, _, body) = api(node, "GET", "/-/status", crate::harness::OPS_KEY, "").await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str::<Value>(&body).unwrap()["cluster"].clone()
+}
+
 /// A management API call on `node` with a bearer key.
 async fn api(
     node: &Gateway,
@@ -839,6 +846,16 @@ async fn a_killed_node_is_swept_once_within_the_bound() {
     redis_reaches(&redis, &["HLEN", "wsgate:conns:a"], 4).await;
     redis_reaches(&redis, &["ZCARD", "wsgate:tenant:demo"], 5).await;
 
+    assert_eq!(
+        cluster_nodes(&b).await,
+        json!({ "node": "b", "nodes": [
+            { "id": "a", "alive": true },
+            { "id": "b", "alive": true },
+            { "id": "c", "alive": true },
+        ] }),
+        "the console's view of the cluster, from b"
+    );
+
     let killed = Instant::now();
     a.signal(libc::SIGKILL).await;
     let bound = NODE_TIMEOUT + SWEEP_INTERVAL;
@@ -908,6 +925,11 @@ async fn a_killed_node_is_swept_once_within_the_bound() {
     let listed = listed_ids(&c).await;
     assert_eq!(listed.len(), 2, "{listed:?}");
     assert!(listed.iter().all(|id| !id.ends_with(".a")), "{listed:?}");
+    assert_eq!(
+        cluster_nodes(&c).await["nodes"],
+        json!([{ "id": "b", "alive": true }, { "id": "c", "alive": true }]),
+        "the swept node is gone from the console's view"
+    );
     // Whichever survivor swept says so, with the count.
     let swept = |node: &Gateway| {
         node.logs

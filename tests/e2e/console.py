@@ -4,17 +4,36 @@
 Run by the Rust test `tests/e2e` after it has opened two WebSocket clients on the
 tenant: A (`--target`, an ordinary client) and B (`--hostile`, whose User-Agent is
 markup). The script signs in through `#key=`, looks at, sends to, disconnects and
-closes connections through the page, uses Try it and Health, signs out, signs in as
-the operator and checks the phone layout. It prints one JSON line and exits 0, or
-prints which step failed and why and exits 1. Screenshots go to `--out`.
+closes connections through the page, uses Try it (sending markup too) and Health,
+signs out, signs in again (a refused key is forgotten; a sign-in answered 429 keeps the
+key and offers Retry), is asked before a link with another key switches the signed-in
+tab (Keep, then Switch to the operator) and checks the phone layout. It prints one JSON
+line and exits 0, or prints which step failed and why and exits 1. Screenshots go to
+`--out`.
+
+It opens one WebSocket client of its own, X, on the tenant's `/connections` route,
+with markup in its query and in a header, and reaches X's details with the keyboard
+alone: the nav with Shift+Tab and Space, the search box with Tab and Enter, the row's
+buttons with Tab and Shift+Tab, the dialogs with Enter and Escape, focus going back to
+the button that opened each. Close all closes X with B. Nothing X does reaches A or B.
+
+In every view and dialog, every visible control (and image, table and dialog) has an
+accessible name and every visible input, select and textarea a label (`check_names`).
 
 The page is watched all along: any console error or warning, uncaught exception,
 alert, failed request, or request to a host other than the gateway's two listeners
 fails the run. Chromium reports every fetch answered 4xx/5xx as a console error
 ("Failed to load resource: the server responded with a status of 410 (Gone)", with
-the request's URL as its location; found by trying it). The only one accepted is
-the deliberate 410 of step `disconnect`: the Send to A after A was disconnected, for
-that exact URL, once.
+the request's URL as its location; found by trying it). The only ones accepted are
+the deliberate ones, each for one exact URL path, once, within its step: the 410 of
+step `disconnect` (the Send to A after A was disconnected), the 403 of step
+`sign-out` (a refused key) and the 429 of step `retry` (a sign-in answered 429 by a
+route of the test's own).
+
+The console reads one connection (an audited request) only when asked: step
+`keyboard` lets a tick of the live loop pass while a search is shown and counts the
+reads of the found connection. The execution log is read only while Health is shown,
+starting from its tail.
 
 Every wait is bounded (Playwright's timeouts, `expect` with a timeout); nothing
 sleeps to synchronise.
@@ -31,12 +50,20 @@ from urllib.parse import unquote, urlsplit
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
+from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.sync.client import connect as ws_connect
 
 HOSTILE_UA = "<img src=x onerror=alert(1)>"
 MESSAGE = "hello from the console"
 CLOSE_CODE = "4001"
 CLOSE_REASON = "bye from the console"
 TRY_MESSAGE = "ping from try-it"
+TRY_HOSTILE = "<img src=x onerror=alert(2)>"
+# Client X's markup: a query parameter (sent percent-encoded, shown decoded) and a header.
+X_QUERY = "%3Cscript%3Ealert(3)%3C%2Fscript%3E"
+X_QUERY_VALUE = "<script>alert(3)</script>"
+X_HEADER = ("X-Evil", "<b>bold</b>")
+MAX_TABS = 20  # Tab presses allowed to reach a control: a bound, not a count that must match
 TIMEOUT_MS = 10_000
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -94,13 +121,14 @@ class Watch:
         self.allowed = allowed_hosts
         self.problems = []
         self.step = "start"
-        # The deliberate 410 (see the module's docstring): opened within step
-        # `disconnect`, for one URL path, at most once, closed when the step ends. Chromium
-        # logs it when the answer's head arrives, before the page can show the answer,
-        # so it is seen before the step's check of the page passes.
-        self.expected_410 = None
+        # A deliberate error answer (see the module's docstring): (status, URL path),
+        # opened within a step, at most once, closed when the step ends. Chromium logs
+        # it when the answer's head arrives, before the page can show the answer, so it
+        # is seen before the step's check of the page passes.
+        self.expected = None
         self.accepted = []
         self.requests = 0
+        self.sent = []  # every request the page made, in order
 
     def check_url(self, what, url):
         if host_port(url) not in self.allowed:
@@ -113,6 +141,7 @@ class Watch:
 
     def on_request(self, request):
         self.requests += 1
+        self.sent.append(request)
         self.check_url("request", request.url)
 
     def on_websocket(self, websocket):
@@ -123,13 +152,13 @@ class Watch:
             return
         text = message.text
         url = (message.location or {}).get("url", "")
-        wanted = self.expected_410
+        wanted = self.expected
         if (
             wanted is not None
-            and text.startswith("Failed to load resource: the server responded with a status of 410")
-            and unquote(urlsplit(url).path) == wanted
+            and text.startswith(f"Failed to load resource: the server responded with a status of {wanted[0]}")
+            and unquote(urlsplit(url).path) == wanted[1]
         ):
-            self.expected_410 = None  # once only
+            self.expected = None  # once only
             self.accepted.append(f"{self.step}: {text} ({url})")
             return
         self.problems.append(f"{self.step}: console {message.type}: {text} ({url})")
@@ -157,6 +186,11 @@ class Watch:
             raise StepFailed("; ".join(self.problems))
 
 
+def path_of(request):
+    """A request's URL path, percent-decoded."""
+    return unquote(urlsplit(request.url).path)
+
+
 def row_of(table, connection_id):
     """The table row of a connection, found by its id as text."""
     return table.get_by_role("row").filter(has=table.page.get_by_role("rowheader", name=connection_id, exact=True))
@@ -168,18 +202,126 @@ def no_page_overflow(page, where):
         raise StepFailed(f"phone: the page is wider than the screen in {where}: scrollWidth {width[0]} > {width[1]}")
 
 
+# Roles whose elements need a name to be told apart by a screen reader: the controls,
+# and the images (the Health chart), tables and dialogs.
+NAMED_ROLES = (
+    "button", "link", "textbox", "searchbox", "combobox", "listbox", "checkbox", "radio",
+    "spinbutton", "slider", "switch", "tab", "menuitem", "img", "table", "dialog",
+)
+
+# The visible form fields without a label and buttons without a name, by the DOM's
+# own rules (a <label>, aria-label, aria-labelledby naming elements with text), and
+# aria-labelledby/-describedby naming ids that do not exist.
+UNLABELLED_JS = """() => {
+  const text = (ids) => (ids || '').split(/\\s+/).filter(Boolean)
+    .map((id) => document.getElementById(id)?.textContent.trim() ?? '').join(' ').trim();
+  const say = (el) => el.outerHTML.slice(0, 160);
+  const bad = [];
+  for (const el of document.querySelectorAll('input, select, textarea')) {
+    if (el.type === 'hidden' || !el.checkVisibility()) continue;
+    const labelled = [...el.labels].some((label) => label.textContent.trim())
+      || (el.getAttribute('aria-label') || '').trim() || text(el.getAttribute('aria-labelledby'));
+    if (!labelled) bad.push(`${el.tagName.toLowerCase()} element without a label: ${say(el)}`);
+  }
+  for (const el of document.querySelectorAll('button, [role=button]')) {
+    if (!el.checkVisibility()) continue;
+    const named = (el.getAttribute('aria-label') || '').trim() || text(el.getAttribute('aria-labelledby'))
+      || el.textContent.trim() || (el.title || '').trim();
+    if (!named) bad.push(`a button without a name: ${say(el)}`);
+  }
+  for (const el of document.querySelectorAll('[aria-labelledby], [aria-describedby]')) {
+    if (!el.checkVisibility()) continue;
+    for (const attr of ['aria-labelledby', 'aria-describedby']) {
+      for (const id of (el.getAttribute(attr) || '').split(/\\s+/).filter(Boolean)) {
+        if (!document.getElementById(id)) bad.push(`${attr} names a missing id ${id}: ${say(el)}`);
+      }
+    }
+  }
+  return bad;
+}"""
+
+
+def check_names(page, where):
+    """Every visible control, image, table and dialog in `where` has an accessible name
+    and every form field a label.
+
+    Twice over: Playwright's accessible-name computation (what a screen reader would
+    announce) for every role that needs a name, and the DOM's labelling rules. Fails
+    naming each element that has none. Returns how many named elements it saw."""
+    def any_of(name=None):
+        found = None
+        for role in NAMED_ROLES:
+            one = page.get_by_role(role) if name is None else page.get_by_role(role, name=name)
+            found = one if found is None else found.or_(one)
+        return found
+
+    unnamed = any_of(re.compile(r"^\s*$")).evaluate_all("els => els.map((el) => el.outerHTML.slice(0, 160))")
+    problems = [f"no accessible name: {html}" for html in unnamed]
+    problems += page.evaluate(UNLABELLED_JS)
+    named = any_of().count()
+    if problems:
+        raise StepFailed(f"{where}: " + "; ".join(problems))
+    if named == 0:
+        raise StepFailed(f"{where}: nothing with a role that needs a name, so nothing was checked")
+    return named
+
+
+def focused(page):
+    """What has focus, for a failure message."""
+    return page.evaluate(
+        "() => { const el = document.activeElement;"
+        " return el ? el.outerHTML.slice(0, 120) : 'nothing'; }"
+    )
+
+
+def tab_to(page, target, key, what, where):
+    """Presses `key` (Tab or Shift+Tab) until `target` has focus, at most MAX_TABS times."""
+    passed = []
+    for _ in range(MAX_TABS):
+        page.keyboard.press(key)
+        if target.evaluate("el => el === document.activeElement"):
+            return len(passed) + 1
+        passed.append(focused(page))
+    raise StepFailed(f"{where}: {MAX_TABS} presses of {key} never reached {what}; focus went to: " + " | ".join(passed))
+
+
+def connect_x(ws_url):
+    """Client X on the tenant's /connections route, markup in its query and a header; its id."""
+    client = ws_connect(
+        f"{ws_url}/connections?q={X_QUERY}",
+        additional_headers=[X_HEADER],
+        open_timeout=10,
+        close_timeout=5,
+    )
+    try:
+        client.send("{}")
+        answer = json.loads(client.recv(timeout=10))
+        return client, answer["connection_id"]
+    except BaseException:
+        client.close()
+        raise
+
+
 def run(args, out):
     ws_url = websocket_origin(args)
     allowed = {host_port(args.admin), host_port(ws_url)}
     watch = Watch(args, allowed)
     steps = []
+    timings = {}  # step -> when it started
     tenant_path = f"/{args.tenant}/@connections/"
 
     def step(name):
+        timings[name] = time.monotonic()
         watch.verify()  # what the previous step left behind
-        watch.expected_410 = None  # an accepted 410 belongs to its step only
+        watch.expected = None  # an accepted error answer belongs to its step only
         watch.step = name
         steps.append(name)
+
+    client_x = None
+    named = {}  # where -> how many named elements check_names saw there
+
+    def names(where):
+        named[where] = check_names(page, f"{watch.step}: {where}")
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
@@ -214,6 +356,14 @@ def run(args, out):
             expect(row_b.locator("td").nth(5)).to_have_text(HOSTILE_UA)
             if table.locator("img").count() or page.locator("[onerror]").count():
                 raise StepFailed("connections: the hostile user agent became an element")
+            # The time of the last refresh changes every 3 s: no live region announces it.
+            updated = connections_view.locator("#updated")
+            expect(updated).to_have_text(re.compile(r"^updated \d\d:\d\d:\d\d$"))
+            if updated.evaluate(
+                "el => el.closest('[aria-live], [role=status], [role=log], [role=alert], [role=timer]') !== null"
+            ):
+                raise StepFailed("connections: the line that changes every 3 s is in a live region")
+            names("connections")
             page.screenshot(path=out / "connections.png", full_page=True)
 
             # 4. Details of A: its handshake headers.
@@ -225,6 +375,7 @@ def run(args, out):
             expect(dialog).to_be_visible()
             headers = dialog.get_by_role("table", name="Headers")
             expect(headers.get_by_role("rowheader", name=re.compile("^host$", re.I))).to_have_count(1)
+            names("details dialog")
             page.screenshot(path=out / "details.png")
             page.keyboard.press("Escape")
             expect(dialog).to_be_hidden()
@@ -239,6 +390,7 @@ def run(args, out):
             expect(dialog).to_be_visible()
             dialog.get_by_label("Message", exact=True).fill(MESSAGE)
             dialog.get_by_label("text", exact=True).check()
+            names("send dialog")
             dialog.get_by_role("button", name="Send", exact=True).click()
             expect(dialog.get_by_role("status")).to_have_text("sent")
             page.screenshot(path=out / "send.png")
@@ -255,6 +407,7 @@ def run(args, out):
             disconnect_button.click()
             dialog = page.get_by_role("dialog", name="Disconnect a connection")
             expect(dialog).to_be_visible()
+            names("disconnect dialog")
             dialog.get_by_label("Close code", exact=True).fill(CLOSE_CODE)
             dialog.get_by_label("Reason", exact=True).fill(CLOSE_REASON)
             submit = dialog.get_by_role("button", name="Disconnect", exact=True)
@@ -269,7 +422,7 @@ def run(args, out):
             page.screenshot(path=out / "disconnect.png")
             dialog.get_by_role("button", name="Close", exact=True).click()
             expect(dialog).to_be_hidden()
-            watch.expected_410 = tenant_path + args.target
+            watch.expected = (410, tenant_path + args.target)
             send_button.click()
             dialog = page.get_by_role("dialog", name="Send to a connection")
             dialog.get_by_label("Message", exact=True).fill(MESSAGE)
@@ -279,7 +432,8 @@ def run(args, out):
             live.check()
             expect(row_a).to_have_count(0)
 
-            # 7. Try it: a WebSocket from the page to /echo, seen in the table, closed 1000.
+            # 7. Try it: a WebSocket from the page to /echo, seen in the table, closed 1000;
+            # markup sent and echoed stays text.
             step("try-it")
             page.get_by_role("navigation").get_by_role("button", name="Try it").click()
             try_view = page.get_by_role("region", name="Try it", exact=True)
@@ -295,6 +449,16 @@ def run(args, out):
             echoed = log.get_by_role("listitem").filter(has_text="← received").filter(has_text=TRY_MESSAGE)
             expect(echoed).to_have_count(1)
             expect(echoed.locator("time")).to_have_text(re.compile(r"^\d\d:\d\d:\d\d"))
+            try_view.get_by_label("Message", exact=True).fill(TRY_HOSTILE)
+            try_view.get_by_role("button", name="Send", exact=True).click()
+            lines = log.get_by_role("listitem")
+            for what in ("→ sent", "← received"):
+                line = lines.filter(has_text=what).filter(has_text=TRY_HOSTILE)
+                expect(line).to_have_count(1)
+                expect(line.locator(".data")).to_have_text(TRY_HOSTILE)
+            if log.locator("img").count() or try_view.locator("[onerror]").count():
+                raise StepFailed("try-it: the echoed markup became an element in the log")
+            names("Try it")
             page.screenshot(path=out / "try-it.png", full_page=True)
             user_agent = page.evaluate("navigator.userAgent")
             page.get_by_role("navigation").get_by_role("button", name="Connections").click()
@@ -305,9 +469,114 @@ def run(args, out):
             try_view.get_by_role("button", name="Disconnect", exact=True).click()
             expect(log.get_by_role("listitem").filter(has_text=re.compile(r"closed 1000\b"))).to_have_count(1)
 
-            # 8. Health: the chart has at least two samples of a series.
+            # 8. The keyboard alone. Client X connects with markup in its query and a
+            # header. Shift+Tab from the current nav button reaches Connections, Space
+            # opens it and focus lands on its heading; Tab reaches the search box, Enter
+            # finds X; Tab reaches X's Send, then Disconnect and Details (Shift+Tab goes
+            # back); Enter opens the details with focus inside, the markup shown as text;
+            # Escape closes them and focus is back on Details. The same for Send, whose
+            # message box gets focus. Shift+Tab reaches Show all; Enter lists every
+            # connection again, focus moving to the search box.
+            step("keyboard")
+            client_x, x_id = connect_x(ws_url)
+            nav = page.get_by_role("navigation")
+            nav_try = nav.get_by_role("button", name="Try it", exact=True)
+            nav_connections = nav.get_by_role("button", name="Connections", exact=True)
+            nav_try.focus()
+            page.keyboard.press("Shift+Tab")
+            expect(nav_connections).to_be_focused()
+            page.keyboard.press("Space")
+            expect(connections_view).to_be_visible()
+            expect(try_view).to_be_hidden()
+            expect(nav_connections).to_have_attribute("aria-current", "page")
+            expect(connections_view.get_by_role("heading", name="Connections", exact=True)).to_be_focused()
+            page.keyboard.press("Tab")
+            search = connections_view.get_by_role("searchbox", name="Find by connection id", exact=True)
+            expect(search).to_be_focused()
+            page.keyboard.type(x_id)
+            searched_from = len(watch.sent)
+            page.keyboard.press("Enter")
+            expect(connections_view.get_by_role("status").filter(has_text="showing the connection with that id")).to_have_count(1)
+            shown_from = len(watch.sent)
+            row_x = row_of(table, x_id)
+            expect(row_x).to_have_count(1)
+            expect(table.locator("tbody").get_by_role("row")).to_have_count(1)
+            x_send = row_x.get_by_role("button", name=f"Send to connection {x_id}", exact=True)
+            x_disconnect = row_x.get_by_role("button", name=f"Disconnect connection {x_id}", exact=True)
+            x_details = row_x.get_by_role("button", name=f"Details of connection {x_id}", exact=True)
+            tab_to(page, x_send, "Tab", f"the Send button of connection {x_id}", watch.step)
+            page.keyboard.press("Tab")
+            expect(x_disconnect).to_be_focused()
+            page.keyboard.press("Tab")
+            expect(x_details).to_be_focused()
+            page.keyboard.press("Shift+Tab")
+            expect(x_disconnect).to_be_focused()
+            page.keyboard.press("Tab")
+            expect(x_details).to_be_focused()
+            # A tick of the live loop passes with the search shown and no dialog open (its
+            # GET @stats, sent in the same turn as any other read of the tick, answered):
+            # it does not read X again, since every read of one connection is audited.
+            stats_path = f"/{args.tenant}/@stats"
+            def is_tick(request):
+                return request.method == "GET" and path_of(request) == stats_path
+            tick = next((r for r in watch.sent[shown_from:] if is_tick(r)), None)
+            if tick is None:
+                tick = page.wait_for_event("request", predicate=is_tick, timeout=TIMEOUT_MS)
+            tick.response()
+            reads = [r.url for r in watch.sent[searched_from:]
+                     if r.method == "GET" and path_of(r) == tenant_path + x_id]
+            if len(reads) != 1:
+                raise StepFailed(f"keyboard: a search must read the connection once, until Find again; it read: {reads}")
+            page.keyboard.press("Enter")
+            dialog = page.get_by_role("dialog", name="Connection details")
+            expect(dialog).to_be_visible()
+            expect(dialog.get_by_role("button", name="Close", exact=True)).to_be_focused()
+            evil = dialog.get_by_role("table", name="Headers").get_by_role("row").filter(
+                has=page.get_by_role("rowheader", name=X_HEADER[0].lower(), exact=True))
+            expect(evil.get_by_role("cell")).to_have_text(X_HEADER[1])
+            query = dialog.get_by_role("table", name="Query parameters").get_by_role("row").filter(
+                has=page.get_by_role("rowheader", name="q", exact=True))
+            expect(query.get_by_role("cell")).to_have_text(X_QUERY_VALUE)
+            # The URI as it came, percent-encoded, as text.
+            expect(dialog.get_by_role("definition").filter(has_text=f"/connections?q={X_QUERY}")).to_have_count(1)
+            for tag in ("b", "script", "img", "[onerror]"):
+                if dialog.locator(tag).count():
+                    raise StepFailed(f"keyboard: X's markup became a {tag} element in the details dialog")
+            names("details dialog of X")
+            page.keyboard.press("Escape")
+            expect(dialog).to_be_hidden()
+            expect(x_details).to_be_focused()
+            page.keyboard.press("Shift+Tab")
+            page.keyboard.press("Shift+Tab")
+            expect(x_send).to_be_focused()
+            page.keyboard.press("Enter")
+            dialog = page.get_by_role("dialog", name="Send to a connection")
+            expect(dialog).to_be_visible()
+            expect(dialog.get_by_role("textbox", name="Message", exact=True)).to_be_focused()
+            page.keyboard.press("Escape")
+            expect(dialog).to_be_hidden()
+            expect(x_send).to_be_focused()
+            show_all = connections_view.get_by_role("button", name="Show all", exact=True)
+            tab_to(page, show_all, "Shift+Tab", "the Show all button", watch.step)
+            page.keyboard.press("Enter")
+            expect(row_b).to_have_count(1)
+            expect(row_x).to_have_count(1)
+            expect(show_all).to_be_hidden()
+            expect(search).to_be_focused()
+            expect(search).to_have_value("")
+
+            # 9. Health, opened with Enter on its nav button: the chart has at least two
+            # samples of a series.
             step("health")
-            page.get_by_role("navigation").get_by_role("button", name="Health").click()
+            logs_path = f"/{args.tenant}/@logs"
+            early = [r.url for r in watch.sent if path_of(r) == logs_path]
+            if early:
+                raise StepFailed(f"health: the execution log was read before Health was shown: {early}")
+            logs_from = len(watch.sent)
+            nav_health = nav.get_by_role("button", name="Health", exact=True)
+            nav_health.focus()
+            page.keyboard.press("Enter")
+            expect(nav_health).to_have_attribute("aria-current", "page")
             page.wait_for_function(
                 """() => [...document.querySelectorAll('#chart svg polyline, #chart svg path')].some((line) => {
                     const points = line.getAttribute('points') || line.getAttribute('d') || '';
@@ -316,10 +585,17 @@ def run(args, out):
                 timeout=15_000,
             )
             health = page.get_by_role("region", name="Health", exact=True)
-            expect(health.get_by_role("list", name="Execution log")).to_contain_text("PostToConnection")
+            exec_log = health.get_by_role("list", name="Execution log")
+            expect(exec_log).to_contain_text("PostToConnection")
+            first = next(r for r in watch.sent[logs_from:] if path_of(r) == logs_path)
+            if urlsplit(first.url).query != "tail=100":
+                raise StepFailed(f"health: the log's first read is not its tail: {first.url}")
+            if exec_log.get_by_role("listitem").count() > 100:
+                raise StepFailed("health: the execution log shows more than 100 entries")
+            names("Health")
             page.screenshot(path=out / "health.png", full_page=True)
 
-            # 9. Close all: the dialog names the count; B is closed with it.
+            # 10. Close all: the dialog names the count; B and X are closed with it.
             step("close-all")
             page.get_by_role("navigation").get_by_role("button", name="Connections").click()
             connections_view.get_by_role("button", name="Close all", exact=True).click()
@@ -328,25 +604,94 @@ def run(args, out):
             question = re.compile(rf"^Close all (\d+) connections? of tenant {re.escape(args.tenant)}\?$")
             expect(dialog.get_by_text(question)).to_be_visible()
             asked = int(question.match(dialog.get_by_text(question).inner_text()).group(1))
-            if asked < 1:
-                raise StepFailed(f"close-all: the dialog asks to close {asked} connections; B is open")
+            if asked < 2:
+                raise StepFailed(f"close-all: the dialog asks to close {asked} connections; B and X are open")
+            names("close-all dialog")
             dialog.get_by_label("I understand every client of this tenant will be disconnected").check()
             dialog.get_by_role("button", name="Close all", exact=True).click()
             expect(dialog.get_by_role("status")).to_have_text(re.compile(r"^closed \d+$"))
             closed = int(dialog.get_by_role("status").inner_text().split()[1])
-            if closed < 1:
-                raise StepFailed(f"close-all: closed {closed}; B was open")
+            if closed < 2:
+                raise StepFailed(f"close-all: closed {closed}; B and X were open")
             dialog.get_by_role("button", name="Close", exact=True).click()
             expect(row_b).to_have_count(0)
+            expect(row_x).to_have_count(0)
+            try:
+                unexpected = client_x.recv(timeout=TIMEOUT_MS / 1000)
+                raise StepFailed(f"close-all: X received {unexpected!r} instead of a close")
+            except ConnectionClosed as closed_x:
+                if closed_x.rcvd is None or closed_x.rcvd.code != 1000:
+                    raise StepFailed(f"close-all: X was not closed with 1000: {closed_x}") from closed_x
+            except TimeoutError as err:
+                raise StepFailed("close-all: X was still open after Close all") from err
 
-            # 10. Sign out, then in as the operator.
-            step("operator")
+            # 11. Sign out. A key the gateway refuses (403) is forgotten, with no Retry.
+            step("sign-out")
             page.get_by_role("button", name="Sign out").click()
             expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
             expect(page.get_by_label("Management key")).to_be_visible()
+            names("sign-in")
             if page.evaluate("sessionStorage.length"):
-                raise StepFailed("operator: sessionStorage still holds something after signing out")
+                raise StepFailed("sign-out: sessionStorage still holds something after signing out")
+            signin_error = page.get_by_role("alert")
+            retry = page.get_by_role("button", name="Retry", exact=True)
+            watch.expected = (403, "/-/me")
+            page.goto(f"{args.admin}/ui/#key=not-a-key")
+            expect(signin_error).to_contain_text("sign-in failed")
+            expect(retry).to_be_hidden()
+            if page.evaluate("sessionStorage.length"):
+                raise StepFailed("sign-out: the page kept a key the gateway refused")
+
+            # 12. A sign-in answered 429 (by the test's route, once) keeps the key and
+            # offers Retry, which signs in.
+            step("retry")
+            page.route(
+                f"{args.admin}/-/me",
+                lambda route: route.fulfill(
+                    status=429,
+                    headers={"x-amzn-ErrorType": "LimitExceededException"},
+                    content_type="application/json",
+                    body=json.dumps({"message": "too many requests (the test's route)"}),
+                ),
+                times=1,
+            )
+            watch.expected = (429, "/-/me")
+            page.goto(f"{args.admin}/ui/#key={args.key}")
+            expect(signin_error).to_contain_text("429 LimitExceededException")
+            expect(retry).to_be_focused()
+            names("sign-in with Retry")
+            if page.evaluate("Object.values(sessionStorage)") != [args.key]:
+                raise StepFailed("retry: the key was not kept after a 429")
+            retry.click()
+            signed_in_as_tenant = page.get_by_text(f"Tenant {args.tenant}", exact=True)
+            expect(signed_in_as_tenant).to_be_visible()
+
+            # 13. A link with a key while signed in: the key leaves the address at once.
+            # The same key changes nothing; another is offered (Keep / Switch) and never
+            # taken silently.
+            step("switch")
+            bare = re.compile(rf"^{re.escape(args.admin)}/ui/$")
+            switch = page.get_by_role("dialog", name="Switch to the key in the address?")
+            page.goto(f"{args.admin}/ui/#key={args.key}")
+            expect(page).to_have_url(bare)
+            expect(switch).to_be_hidden()
             page.goto(f"{args.admin}/ui/#key={args.ops_key}")
+            expect(switch).to_be_visible()
+            expect(page).to_have_url(bare)
+            expect(switch).to_contain_text(f"You are signed in as tenant {args.tenant}")
+            expect(switch.get_by_role("button", name="Keep", exact=True)).to_be_focused()
+            names("switch dialog")
+            switch.get_by_role("button", name="Keep", exact=True).click()
+            expect(switch).to_be_hidden()
+            expect(signed_in_as_tenant).to_be_visible()
+            if page.evaluate("Object.values(sessionStorage)") != [args.key]:
+                raise StepFailed("switch: Keep did not keep the tenant's key")
+            page.goto(f"{args.admin}/ui/#key={args.ops_key}")
+            expect(switch).to_be_visible()
+            switch.get_by_role("button", name="Switch", exact=True).click()
+
+            # 14. The operator.
+            step("operator")
             expect(page.get_by_text("Operator", exact=True)).to_be_visible()
             if args.ops_key in page.url:
                 raise StepFailed(f"operator: the key is still in the URL: {page.url}")
@@ -355,9 +700,10 @@ def run(args, out):
             picker.select_option(args.tenant)
             page.get_by_role("navigation").get_by_role("button", name="Health").click()
             expect(page.get_by_role("region", name="Gateway", exact=True)).to_be_visible()
+            names("operator's Health")
             page.screenshot(path=out / "operator.png", full_page=True)
 
-            # 11. A phone: the page never scrolls sideways; the table scrolls in its box.
+            # 15. A phone: the page never scrolls sideways; the table scrolls in its box.
             step("phone")
             page.set_viewport_size({"width": 375, "height": 812})
             no_page_overflow(page, "Health")
@@ -372,14 +718,19 @@ def run(args, out):
         except StepFailed:
             shoot_failure(page, out)
             raise
-        except (PlaywrightError, AssertionError) as err:
+        except (PlaywrightError, AssertionError, WebSocketException, OSError) as err:
             # A bounded wait ran out: say in which step, and what the page did meanwhile.
             shoot_failure(page, out)
             seen = f" (meanwhile: {'; '.join(watch.problems)})" if watch.problems else ""
             raise StepFailed(f"{watch.step}: {err}{seen}") from err
         finally:
             browser.close()
-    return steps, watch
+            if client_x is not None:
+                client_x.close()
+    # How long each step took, to see where the time goes on a slow machine.
+    starts = list(timings.values()) + [time.monotonic()]
+    took = {name: round(end - start, 1) for name, start, end in zip(timings, starts, starts[1:])}
+    return steps, watch, named, took
 
 
 def shoot_failure(page, out):
@@ -397,7 +748,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     try:
-        steps, watch = run(args, out)
+        steps, watch, named, took = run(args, out)
     except (StepFailed, PlaywrightError, OSError, AssertionError) as err:
         print(f"console test failed: {err}", flush=True)
         return 1
@@ -405,7 +756,9 @@ def main():
         "ok": True,
         "steps": steps,
         "accepted": watch.accepted,
+        "named": named,
         "seconds": round(time.monotonic() - started, 1),
+        "step_seconds": took,
     }), flush=True)
     return 0
 

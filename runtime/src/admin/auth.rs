@@ -229,6 +229,25 @@ impl Authenticator {
         ))
     }
 
+    /// Whether the request carries an operator key (`/-/me`). A source past its
+    /// failure limit is refused unchecked, as for every credential; a key that is
+    /// neither an operator's nor a tenant's is charged by the tenant check that
+    /// follows.
+    pub fn is_operator(
+        &self,
+        keys: &[Secret],
+        headers: &HeaderMap,
+        addresses: Option<Addresses>,
+    ) -> Result<bool, ApiError> {
+        self.admit_source(source(addresses))?;
+        Ok(headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .is_some_and(|key| is_operator_key(keys, key)))
+    }
+
     /// Remembers signed writes across the cluster too, so that one replayed to another
     /// node is refused.
     pub fn in_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Authenticator {
@@ -305,6 +324,7 @@ impl Authenticator {
             let (tenant, key_id) = match request.keys.bearer(key) {
                 Some(tenant) => {
                     request.expect_tenant(tenant)?;
+                    admit(tenant)?;
                     (tenant.clone(), bearer_key_id(key))
                 }
                 // The operator spans tenants (the console's all-tenants view): on a
@@ -319,11 +339,12 @@ impl Authenticator {
                             request.tenant.unwrap_or_default()
                         )))
                     })?;
+                    // Not under the tenant's API rate: the operator watching a
+                    // tenant (the console polls) must not take its backend's budget.
                     (tenant, format!("operator {}", bearer_key_id(key)))
                 }
                 None => return Err(Refusal::invalid(AuthFailure::UnknownKey)),
             };
-            admit(&tenant)?;
             let body = read_body(tenant.clone()).await.map_err(Refusal::Other)?;
             return Ok(Authenticated {
                 tenant,
@@ -419,10 +440,15 @@ impl Request<'_> {
     }
 }
 
-/// Whether `presented` is one of the operator's keys (compared in constant time).
+/// Whether `presented` is one of the operator's keys. Digests are compared, each of
+/// them, in constant time, so the time taken tells neither a key's length nor which
+/// key came close.
 pub fn is_operator_key(keys: &[Secret], presented: &str) -> bool {
-    keys.iter()
-        .any(|key| constant_time_eq(key.expose().as_bytes(), presented.as_bytes()))
+    use sha2::Digest as _;
+    let presented = sha2::Sha256::digest(presented.as_bytes());
+    keys.iter().fold(false, |found, key| {
+        found | constant_time_eq(&sha2::Sha256::digest(key.expose().as_bytes()), &presented)
+    })
 }
 
 /// Admits an authenticated request under its tenant's management API rate.

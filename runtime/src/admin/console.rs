@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Snapshot};
 
 /// The console's files: name, content type, embedded contents.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -53,9 +53,21 @@ fn override_dir() -> Option<&'static PathBuf> {
     .as_ref()
 }
 
-/// Answers a request under `/ui` (`rest` is the path after `/ui`).
-pub fn serve(gateway: &Gateway, method: &Method, headers: &HeaderMap, rest: &str) -> Response {
-    if !gateway.snapshot().admin.console {
+/// Answers a request under `/ui` (`rest` is the path after `/ui`). Every answer,
+/// errors and the redirect included, carries the security headers.
+pub async fn serve(
+    gateway: &Gateway,
+    method: &Method,
+    headers: &HeaderMap,
+    rest: &str,
+) -> Response {
+    let snapshot = gateway.snapshot();
+    let response = answer(&snapshot, method, rest).await;
+    secured(response, gateway, &snapshot, headers)
+}
+
+async fn answer(snapshot: &Snapshot, method: &Method, rest: &str) -> Response {
+    if !snapshot.admin.console {
         return plain(
             StatusCode::NOT_FOUND,
             "the web console is turned off on this gateway ([admin] console = false)",
@@ -73,22 +85,25 @@ pub fn serve(gateway: &Gateway, method: &Method, headers: &HeaderMap, rest: &str
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return secured(response, gateway, headers);
+        return response;
     }
     let name = match rest {
         "/" => "index.html",
         other => other.trim_start_matches('/'),
     };
     let Some(&(name, content_type, embedded)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return secured(
-            plain(StatusCode::NOT_FOUND, "no such file in the console"),
-            gateway,
-            headers,
-        );
+        return plain(StatusCode::NOT_FOUND, "no such file in the console");
     };
     let body = match override_dir() {
         None => embedded.to_owned(),
-        Some(dir) => match std::fs::read_to_string(dir.join(name)) {
+        // Off the reactor: a file read blocks.
+        Some(dir) => match tokio::task::spawn_blocking({
+            let path = dir.join(name);
+            move || std::fs::read_to_string(path)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+        {
             Ok(text) => text,
             Err(err) => {
                 tracing::warn!(file = %dir.join(name).display(), error = %err, "WSGATE_CONSOLE_DIR: cannot read the console file");
@@ -99,11 +114,7 @@ pub fn serve(gateway: &Gateway, method: &Method, headers: &HeaderMap, rest: &str
             }
         },
     };
-    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    secured(response, gateway, headers)
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -116,10 +127,18 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 }
 
 /// Adds the console's security headers to `response`.
-fn secured(mut response: Response, gateway: &Gateway, headers: &HeaderMap) -> Response {
-    let policy =
-        content_security_policy(super::stats::websocket_origin(gateway, headers).as_deref());
+fn secured(
+    mut response: Response,
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+) -> Response {
+    let origin = super::stats::websocket_origin(gateway, snapshot, headers);
+    let policy = content_security_policy(origin.as_deref());
     let set = response.headers_mut();
+    // The policy depends on the Host the browser used: no cache may keep one page
+    // for another (the files are small and served from memory).
+    set.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(policy) = HeaderValue::from_str(&policy) {
         set.insert(header::CONTENT_SECURITY_POLICY, policy);
     }

@@ -58,6 +58,23 @@ pub fn get(
             )));
         }
     };
+    if query.get("tail").is_some() {
+        if follow || query.get("since").is_some() || query.get("limit").is_some() {
+            return Err(ApiError::BadRequest(
+                "tail=N reads the newest N entries: give it without since, limit or follow (then read on with since=next)".into(),
+            ));
+        }
+        let tail = query.get("tail").unwrap_or_default();
+        let n = match tail.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "tail {tail:?} must be a number from 1 to {MAX_PAGE}"
+                )));
+            }
+        };
+        return Ok(axum::Json(log.tail(n)).into_response());
+    }
     let since = sequence(query.get("since"), "since")?;
     if !follow {
         let page = log.read(since, limit);

@@ -173,7 +173,7 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         // `/ui/@connections` is tenant `ui`'s API, not the console.
         ["ui"] | ["ui", _] if !segments.get(1).is_some_and(|s| s.starts_with('@')) => {
             let rest = call.uri.path().strip_prefix("/ui").unwrap_or_default();
-            return console::serve(&admin.gateway, &call.method, &call.headers, rest);
+            return console::serve(&admin.gateway, &call.method, &call.headers, rest).await;
         }
         ["-", "me"] => return me(&caller).await.unwrap_or_else(ApiError::aws),
         ["-", "status"] => {
@@ -277,13 +277,12 @@ async fn me(caller: &Caller<'_>) -> Result<Response, ApiError> {
     if call.method != Method::GET {
         return Err(method_not_allowed(&call.method, "GET"));
     }
-    let bearer = call
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if bearer.is_some_and(|key| auth::is_operator_key(&caller.snapshot.admin.bearer_keys, key)) {
+    let operator = caller.admin.auth.is_operator(
+        &caller.snapshot.admin.bearer_keys,
+        &call.headers,
+        call.addresses,
+    )?;
+    if operator {
         return Ok(axum::Json(json!({ "kind": "operator" })).into_response());
     }
     let (tenant, _) = caller.tenant(None).await?;
@@ -317,7 +316,8 @@ async fn tenant_stats(caller: &Caller<'_>, tenant: &str) -> Result<Response, Api
         caller.snapshot,
         &tenant,
         &call.headers,
-    );
+    )
+    .await;
     Ok(axum::Json(body).into_response())
 }
 

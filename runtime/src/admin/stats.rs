@@ -10,17 +10,36 @@ use super::connections::timestamp;
 use crate::gateway::{Gateway, Snapshot};
 use crate::tenant::Tenant;
 
-/// How long the cluster's nodes are waited for: the status page must answer even when
-/// Redis does not.
-const NODES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the cluster's nodes and counts are waited for: the console must get an
+/// answer even when Redis gives none.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The tenants' open connections, in the order given: across the cluster as its
+/// registry counts them (what a close-all closes), or, when Redis does not answer in
+/// time, this node's gauges.
+async fn counts(gateway: &Gateway, tenants: &[&std::sync::Arc<Tenant>]) -> Vec<u64> {
+    let counted = futures_util::future::join_all(tenants.iter().map(|t| t.registry.count()));
+    match tokio::time::timeout(REDIS_TIMEOUT, counted).await {
+        Ok(counts) => counts.into_iter().map(|n| n as u64).collect(),
+        Err(_) => tenants
+            .iter()
+            .map(|t| {
+                gateway
+                    .metrics
+                    .figures(&t.id, std::iter::empty())
+                    .connections
+            })
+            .collect(),
+    }
+}
 
 /// `GET /{tenant}/@stats`: the tenant's open connections, message and byte totals
 /// since the process started (the console differences two reads into rates), plugin
 /// failures by kind, route templates, and the WebSocket URL its routes are under.
-pub fn tenant(
+pub async fn tenant(
     gateway: &Gateway,
     snapshot: &Snapshot,
-    tenant: &Tenant,
+    tenant: &std::sync::Arc<Tenant>,
     headers: &HeaderMap,
 ) -> Value {
     let figures = gateway
@@ -36,7 +55,7 @@ pub fn tenant(
     json!({
         "tenant": &*tenant.id,
         "time": timestamp(crate::registry::now_ms()),
-        "connections": figures.connections,
+        "connections": counts(gateway, &[tenant]).await[0],
         "maxConnections": tenant.limits.max_connections,
         "messagesReceived": figures.messages_received,
         "messagesSent": figures.messages_sent,
@@ -44,7 +63,7 @@ pub fn tenant(
         "bytesSent": figures.bytes_sent,
         "failures": failures,
         "routes": routes,
-        "websocket": websocket_origin(gateway, headers).map(|origin| format!("{origin}/{}", tenant.id)),
+        "websocket": websocket_origin(gateway, snapshot, headers).map(|origin| format!("{origin}/{}", tenant.id)),
     })
 }
 
@@ -54,19 +73,17 @@ pub async fn status(gateway: &Gateway, snapshot: &Snapshot) -> Value {
     tenants.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let tenants: Vec<Value> = tenants
         .iter()
-        .map(|t| {
-            let figures = gateway.metrics.figures(&t.id, std::iter::empty());
-            json!({ "id": &*t.id, "connections": figures.connections })
-        })
+        .zip(counts(gateway, &tenants).await)
+        .map(|(t, connections)| json!({ "id": &*t.id, "connections": connections }))
         .collect();
     let cluster = match gateway.cluster() {
         None => Value::Null,
         Some(cluster) => {
-            let nodes = match tokio::time::timeout(NODES_TIMEOUT, cluster.nodes()).await {
+            let nodes = match tokio::time::timeout(REDIS_TIMEOUT, cluster.nodes()).await {
                 Ok(Ok(nodes)) => json!(nodes),
                 Ok(Err(err)) => json!({ "error": err }),
                 Err(_) => {
-                    json!({ "error": format!("Redis did not answer within {NODES_TIMEOUT:?}") })
+                    json!({ "error": format!("Redis did not answer within {REDIS_TIMEOUT:?}") })
                 }
             };
             json!({ "node": cluster.node(), "nodes": nodes })
@@ -84,9 +101,17 @@ pub async fn status(gateway: &Gateway, snapshot: &Snapshot) -> Value {
 }
 
 /// The WebSocket listener's origin as the browser that made this request can reach it:
-/// the host name it used for the admin listener, the WebSocket listener's port, `ws`
-/// or `wss`. `None` before the listener serves.
-pub fn websocket_origin(gateway: &Gateway, headers: &HeaderMap) -> Option<String> {
+/// `[admin] console_websocket_origin` when set; else the host name it used for the
+/// admin listener, the WebSocket listener's port, `ws` or `wss`. `None` before the
+/// listener serves.
+pub fn websocket_origin(
+    gateway: &Gateway,
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+) -> Option<String> {
+    if let Some(origin) = &snapshot.admin.console_websocket_origin {
+        return crate::config::websocket_origin(origin);
+    }
     let bound = gateway.listeners.ws_bound()?;
     let host = headers
         .get("host")

@@ -269,18 +269,20 @@ pub struct NodeState {
 pub const LISTED_NODES: usize = 256;
 
 impl Cluster {
-    /// The cluster's nodes (at most [`LISTED_NODES`], by id) and whether each is alive.
+    /// The cluster's nodes (at most [`LISTED_NODES`] of them, sorted by id) and whether
+    /// each is alive.
     /// A Redis failure is returned, not recorded as an outage: the console asking must
     /// not change what the node does.
     pub async fn nodes(&self) -> Result<Vec<NodeState>, String> {
         let mut redis = self.redis();
-        let mut nodes: Vec<String> = redis::cmd("SMEMBERS")
+        // At most LISTED_NODES members come back, whatever the set holds.
+        let mut nodes: Vec<String> = redis::cmd("SRANDMEMBER")
             .arg(self.keys.nodes())
+            .arg(LISTED_NODES)
             .query_async(&mut redis)
             .await
             .map_err(|e| format!("listing nodes: {e}"))?;
         nodes.sort_unstable();
-        nodes.truncate(LISTED_NODES);
         if nodes.is_empty() {
             return Ok(Vec::new());
         }

@@ -93,6 +93,11 @@ pub struct AdminConfig {
     /// Whether the admin listener serves the web console at `/ui/` (its pages hold no
     /// data: each call it makes is authenticated with the key the user signs in with).
     pub console: bool,
+    /// The WebSocket listener's origin as browsers reach it (`wss://ws.example.com`),
+    /// for the console's Try-it panel and the `connect-src` of its policy. By default
+    /// the host the browser reached the admin listener by, at the WebSocket listener's
+    /// port, `wss` with `[tls]`: set it behind a TLS-terminating proxy or a port mapping.
+    pub console_websocket_origin: Option<String>,
     /// Each tenant's `hosts`, by tenant id. Not a key of the file: [`Config::parse`]
     /// fills it in, so that the admin listener, which sees this table and the
     /// credentials, knows which names a tenant's signatures may be made for.
@@ -114,6 +119,7 @@ impl Default for AdminConfig {
             auth_failure_sources: 65_536,
             replay_cache_signatures: 1_000_000,
             console: true,
+            console_websocket_origin: None,
             tenant_hosts: BTreeMap::new(),
         }
     }

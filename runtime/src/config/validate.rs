@@ -146,6 +146,14 @@ impl Config {
                 ));
             }
         }
+        if let Some(origin) = &self.admin.console_websocket_origin
+            && websocket_origin(origin).is_none()
+        {
+            problems.push(self.invalid(
+                "admin.console_websocket_origin",
+                format!("`{origin}` is not a WebSocket origin: write the scheme, host and optional port only, e.g. \"wss://ws.example.com\" or \"ws://10.0.0.5:8080\""),
+            ));
+        }
         self.validate_cluster(&mut problems);
         let mut hosts = HashSet::new();
         let mut keys = HashSet::new();
@@ -453,6 +461,20 @@ impl Config {
     }
 }
 
+/// `origin` as `ws[s]://host[:port]` (scheme in lower case), if it is a WebSocket origin
+/// and nothing more: it goes into the console's `Content-Security-Policy` header.
+pub fn websocket_origin(origin: &str) -> Option<String> {
+    let uri: http::Uri = origin.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let authority = uri.authority()?;
+    let plain = matches!(scheme.as_str(), "ws" | "wss")
+        && !authority.as_str().contains('@')
+        && !authority.host().is_empty()
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none();
+    plain.then(|| format!("{scheme}://{authority}"))
+}
+
 /// A host name or IP address as a SigV4 `host` header names it, without a port: an
 /// IPv6 address in brackets.
 fn valid_host_name(host: &str) -> bool {
@@ -477,6 +499,7 @@ fn valid_tenant_id(id: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::websocket_origin;
     use crate::config::testing::{MINIMAL, error, parse};
 
     /// A bad `[cluster]` stops start-up naming the key; a good one gets its defaults.
@@ -625,6 +648,36 @@ mod tests {
             MINIMAL.replace("demo", "acme")
         );
         assert!(error(&two).contains("listed twice"));
+    }
+
+    #[test]
+    fn a_console_websocket_origin_is_an_origin_only() {
+        assert_eq!(
+            websocket_origin("WSS://ws.example.com:8443/").as_deref(),
+            Some("wss://ws.example.com:8443")
+        );
+        assert_eq!(
+            websocket_origin("ws://[::1]:8080").as_deref(),
+            Some("ws://[::1]:8080")
+        );
+        for bad in [
+            "https://ws.example.com",
+            "ws.example.com",
+            "wss://ws.example.com/path",
+            "wss://ws.example.com?x=1",
+            "wss://user@ws.example.com",
+            "wss://ws.example.com; script-src *",
+            "wss://",
+        ] {
+            assert_eq!(websocket_origin(bad), None, "{bad}");
+            let err = error(&format!(
+                "{MINIMAL}\n[admin]\nconsole_websocket_origin = {bad:?}\n"
+            ));
+            assert!(
+                err.contains("admin.console_websocket_origin"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
