@@ -33,19 +33,6 @@ async fn get(gateway: &Gateway, path: &str, key: &str) -> (u16, Value) {
     )
 }
 
-/// Sends raw bytes to the admin listener and returns the whole answer.
-async fn raw_admin(gateway: &Gateway, request: &str) -> String {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(gateway.admin).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
-        .await
-        .expect("the raw HTTP answer timed out")
-        .unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
 /// A client on `path` whose upgrade carries `user_agent`.
 async fn connect_as(gateway: &Gateway, path: &str, user_agent: &str) -> Client {
     let mut request = gateway.url(path).into_client_request().unwrap();
@@ -239,11 +226,11 @@ async fn the_console_files_carry_a_strict_policy() {
         "/ui/..%2f..%2fCargo.toml",
         "/ui/%2e%2e",
     ] {
-        let escape = raw_admin(
-            &gateway,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        let escape = gateway
+            .raw_admin(&format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            ))
+            .await;
         assert!(
             escape.starts_with("HTTP/1.1 404"),
             "no way out of the console's four files: {escape}"

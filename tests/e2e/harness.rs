@@ -394,15 +394,25 @@ impl Gateway {
 
     /// Sends raw bytes to the WebSocket listener and returns the whole answer.
     pub async fn raw_http(&self, request: &str) -> String {
-        let mut stream = TcpStream::connect(self.ws).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = Vec::new();
-        tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
-            .await
-            .expect("the raw HTTP answer timed out")
-            .unwrap();
-        String::from_utf8_lossy(&answer).into_owned()
+        raw(self.ws, request).await
     }
+
+    /// Sends raw bytes to the admin listener and returns the whole answer.
+    pub async fn raw_admin(&self, request: &str) -> String {
+        raw(self.admin, request).await
+    }
+}
+
+/// Sends raw bytes to `address` and returns the whole answer.
+async fn raw(address: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("the raw HTTP answer timed out")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Tries an upgrade that must be refused; returns the HTTP status, headers and body.

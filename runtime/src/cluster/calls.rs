@@ -128,18 +128,14 @@ impl Cluster {
         if others.is_empty() {
             return Ok(others);
         }
-        let mut mget = redis::cmd("MGET");
-        for node in &others {
-            mget.arg(self.keys.heartbeat(node));
-        }
-        let beats: Vec<Option<String>> = mget
-            .query_async(&mut redis)
+        let alive = self
+            .heartbeats(&others)
             .await
             .map_err(|e| self.unavailable("reading heartbeats", &e))?;
         Ok(others
             .into_iter()
-            .zip(beats)
-            .filter_map(|(node, beat)| beat.map(|_| node))
+            .zip(alive)
+            .filter_map(|(node, alive)| alive.then_some(node))
             .collect())
     }
 }

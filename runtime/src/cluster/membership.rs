@@ -286,22 +286,25 @@ impl Cluster {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut mget = redis::cmd("MGET");
-        for node in &nodes {
-            mget.arg(self.keys.heartbeat(node));
-        }
-        let beats: Vec<Option<String>> = mget
-            .query_async(&mut redis)
+        let alive = self
+            .heartbeats(&nodes)
             .await
             .map_err(|e| format!("reading heartbeats: {e}"))?;
         Ok(nodes
             .into_iter()
-            .zip(beats)
-            .map(|(id, beat)| NodeState {
-                id,
-                alive: beat.is_some(),
-            })
+            .zip(alive)
+            .map(|(id, alive)| NodeState { id, alive })
             .collect())
+    }
+
+    /// Whether each of `nodes` (not empty) has a current heartbeat.
+    pub(super) async fn heartbeats(&self, nodes: &[String]) -> redis::RedisResult<Vec<bool>> {
+        let mut mget = redis::cmd("MGET");
+        for node in nodes {
+            mget.arg(self.keys.heartbeat(node));
+        }
+        let beats: Vec<Option<String>> = mget.query_async(&mut self.redis()).await?;
+        Ok(beats.iter().map(Option::is_some).collect())
     }
 }
 
