@@ -192,7 +192,15 @@ function tenantPath(resource, id) {
 /** Shows an error of a background request; a key that stopped working ends the session. */
 function report(err) {
   if (err instanceof ApiError && err.status === 403 && state.key) {
-    signOut(`signed out: the key no longer works (${err})`);
+    const linked = state.pendingKey;
+    const message = `signed out: the key no longer works (${err})`;
+    signOut(message);
+    if (linked !== null) {
+      // A key from the address was waiting for an answer: it is not dropped, nor used
+      // unasked. It waits in the form (a password field), for Sign in.
+      $('signin-key').value = linked;
+      setText($('signin-error'), `${message}. The key from the address is filled in: Sign in uses it.`);
+    }
     return;
   }
   setText($('notice'), err instanceof ApiError ? String(err) : `unexpected error: ${err?.message ?? err}`);
@@ -249,14 +257,18 @@ async function signIn(key) {
       forgetKey();
       const linked = state.pendingKey;
       state.pendingKey = null;
+      // A question about it, asked while this key was signing in, is moot.
+      if ($('switch-dialog').open) $('switch-dialog').close();
       if (linked !== null && linked !== key) {
         await signIn(linked);
         return;
       }
       showSignIn(`sign-in failed: ${err.message}`);
     } else {
-      // No answer, a timeout, 429 or a server error: the key may well be good. Keep it.
+      // No answer, a timeout, 429 or a server error: the key may well be good. Keep it,
+      // and ask about a key from the address rather than drop either.
       showSignIn(`sign-in failed: ${err instanceof ApiError ? String(err) : err?.message ?? err}`, true);
+      if (state.pendingKey !== null) askSwitch();
     }
     return;
   }
@@ -292,35 +304,53 @@ async function signIn(key) {
 /** Who the signed-in key is, in words. */
 const signedInAs = () => (state.me?.kind === 'operator' ? 'the operator' : `tenant ${state.me?.tenant}`);
 
+/** The key this tab keeps (signed in with it, signing in, or its sign-in failed), or null. */
+const keptKey = () => state.key ?? sessionStorage.getItem(KEY_SLOT);
+
 /**
  * A key arrived in the address (a link, a bookmark, a pasted URL; the fragment is
- * already gone). Signed out, it signs in. Signed in with that same key, nothing
- * happens. Signed in with another key, the page asks before switching: a link must
- * never move a signed-in tab to another tenant without the user saying so.
+ * already gone). With no key kept in this tab, it signs in. With that same key kept,
+ * nothing happens (but a sign-in that failed is tried again). With another key kept,
+ * signed in or not (a sign-in under way, or one that failed and offers Retry), the
+ * page asks before switching: a link must never replace the tab's key, nor move a
+ * signed-in tab to another tenant, without the user saying so.
  */
 function offerKey(key) {
-  if (state.me === null) {
+  const kept = keptKey();
+  if (kept === null) {
     state.pendingKey = null;
     signIn(key).catch(report);
     return;
   }
-  if (key === state.key) return;
+  if (key === kept) {
+    if (state.me === null && !$('signin-retry').hidden) signIn(key).catch(report);
+    return;
+  }
   state.pendingKey = key;
   askSwitch();
 }
 
-/** The Switch / Keep question about state.pendingKey. */
+// The key the Switch / Keep question is about, while it is shown.
+let askedKey = null;
+
+/**
+ * The Switch / Keep question about state.pendingKey. It never closes another dialog:
+ * while one is open (the user half-way through a Send or a Close all, say) the question
+ * waits, and is asked when the last dialog closes (see the dialogs' close handler).
+ */
 function askSwitch() {
-  if (state.pendingKey === null || state.pendingKey === state.key) {
+  if (state.pendingKey === null || state.pendingKey === keptKey()) {
     state.pendingKey = null;
     return;
   }
-  setText($('switch-question'), `You are signed in as ${signedInAs()}. The address held a different key; it has been removed from the address.`);
   const dialog = $('switch-dialog');
-  if (dialog.open) return;
-  // The question goes on its own: any other dialog closes first.
-  for (const open of document.querySelectorAll('dialog[open]')) open.close();
-  openDialog(dialog, $('switch-keep'));
+  if (!dialog.open && anyDialogOpen()) return;
+  const who = state.me !== null
+    ? `You are signed in as ${signedInAs()}.`
+    : 'This tab keeps another key, which has not signed in yet.';
+  setText($('switch-question'), `${who} The address held a different key; it has been removed from the address.`);
+  askedKey = state.pendingKey;
+  if (!dialog.open) openDialog(dialog, $('switch-keep'));
 }
 
 function forgetKey() {
@@ -373,7 +403,11 @@ function resetTenantState() {
 
 function setTenant(id) {
   closeSocket();
-  for (const dialog of document.querySelectorAll('dialog[open]')) dialog.close();
+  // The dialogs act on the tenant's connections; the Switch / Keep question is about
+  // keys, whatever the tenant, and stays until the user answers it.
+  for (const dialog of document.querySelectorAll('dialog[open]')) {
+    if (dialog.id !== 'switch-dialog') dialog.close();
+  }
   resetTenantState();
   state.tenant = id;
   $('tenant-picker').value = id;
@@ -640,11 +674,20 @@ function openDialog(dialog, focus) {
 
 for (const dialog of document.querySelectorAll('dialog')) {
   dialog.addEventListener('close', () => {
-    // Back to the button that opened it, or to the view when its row has gone.
+    // Back to the button that opened it, or (its row gone, or signed out meanwhile) to
+    // the view's heading or the sign-in form.
     const opener = openers.get(dialog);
     openers.delete(dialog);
-    const back = opener?.isConnected && opener !== document.body ? opener : $(`view-${state.view}`).querySelector('h2');
-    if (back && $('signin').hidden && !anyDialogOpen()) back.focus();
+    if (!anyDialogOpen()) {
+      const signin = !$('signin').hidden;
+      const fallback = signin
+        ? ($('signin-retry').hidden ? $('signin-key') : $('signin-retry'))
+        : $(`view-${state.view}`).querySelector('h2');
+      const back = opener?.isConnected && opener !== document.body && opener.checkVisibility() ? opener : fallback;
+      back.focus();
+    }
+    // A key from the address waited for this dialog to close: the question comes now.
+    if (dialog.id !== 'switch-dialog' && state.pendingKey !== null && !anyDialogOpen()) askSwitch();
     // The list was paused while the dialog was open: it catches up now, not a tick later.
     if (liveTableDue()) loadConnections().catch(report);
   });
@@ -724,7 +767,10 @@ onSubmit('disc-form', async () => {
 
 async function openCloseAll() {
   // Count now rather than trust the last sample: the question names what will happen.
+  const epoch = state.epoch;
   const stats = await json('GET', tenantPath('@stats'));
+  // Another tenant was chosen, or another dialog (the Switch question) opened meanwhile.
+  if (epoch !== state.epoch || anyDialogOpen()) return;
   const n = stats.connections;
   setText($('closeall-question'), `Close all ${n} connection${n === 1 ? '' : 's'} of tenant ${state.tenant}?`);
   $('closeall-code').value = '1000';
@@ -1013,20 +1059,20 @@ function pollLogs(epoch) {
  */
 async function readLogs(epoch) {
   let changed = false;
-  if (state.logNext === null) {
-    const page = await json('GET', tenantPath('@logs'), { query: { tail: LOG_TAIL } });
-    if (epoch !== state.epoch) return;
-    const entries = Array.isArray(page.entries) ? page.entries : [];
-    state.logEntries = entries.slice(-LOG_TAIL);
-    state.logNext = Number(page.next) || 0;
-    changed = true;
-  } else {
+  if (state.logNext !== null) {
     // A busy log is read a page at a time; a few pages per tick keep each tick short.
     for (let pages = 0; pages < 5; pages++) {
-      const page = await json('GET', tenantPath('@logs'), { query: { since: state.logNext, limit: LOG_PAGE } });
+      const since = state.logNext;
+      const page = await json('GET', tenantPath('@logs'), { query: { since, limit: LOG_PAGE } });
       if (epoch !== state.epoch) return;
       const entries = Array.isArray(page.entries) ? page.entries : [];
-      // A gateway restarted since answers a lower `next`: read on from there.
+      if (Number.isSafeInteger(page.next) && page.next < since) {
+        // `since` is past the newest entry: the gateway restarted and numbers its log
+        // from 1 again, answering where its ring begins. Reading on from there would
+        // read the whole ring; its tail is read afresh instead.
+        state.logNext = null;
+        break;
+      }
       if (Number.isSafeInteger(page.next)) state.logNext = page.next;
       if (entries.length) {
         state.logEntries.push(...entries);
@@ -1035,6 +1081,14 @@ async function readLogs(epoch) {
       }
       if (entries.length < LOG_PAGE) break;
     }
+  }
+  if (state.logNext === null) {
+    const page = await json('GET', tenantPath('@logs'), { query: { tail: LOG_TAIL } });
+    if (epoch !== state.epoch) return;
+    const entries = Array.isArray(page.entries) ? page.entries : [];
+    state.logEntries = entries.slice(-LOG_TAIL);
+    state.logNext = Number(page.next) || 0;
+    changed = true;
   }
   if (changed && state.view === 'health') renderLog();
 }
@@ -1113,14 +1167,18 @@ $('signin-retry').addEventListener('click', act(async () => {
 
 $('switch-go').addEventListener('click', act(async () => {
   const key = state.pendingKey;
+  state.pendingKey = null;
+  askedKey = null;
   $('switch-dialog').close();
   if (key === null) return;
   signOut();
   await signIn(key);
 }));
-// Keep (and Escape) close the question: the key it was about is dropped.
+// Keep (and Escape) close the question: the key it was about is dropped. The page
+// itself closes it only on Switch and on signing out, which deal with the key first.
 $('switch-dialog').addEventListener('close', () => {
-  if (!$('switch-dialog').open) state.pendingKey = null;
+  if (askedKey !== null && state.pendingKey === askedKey) state.pendingKey = null;
+  askedKey = null;
 });
 
 $('sign-out').addEventListener('click', () => signOut());

@@ -461,6 +461,24 @@ async fn list_and_close_all_span_every_node() {
 
     // Arrivals reach Redis just behind the upgrade.
     redis_reaches(&redis, &["ZCARD", "wsgate:tenant:demo"], 3).await;
+    // The console's counts are the cluster's: what a close-all reaches.
+    let (status, _, body) = api(&b, "GET", "/demo/@stats", DEMO_KEY, "").await;
+    let stats: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&stats["connections"], &stats["connectionsScope"]),
+        (&json!(3), &json!("cluster")),
+        "{stats}"
+    );
+    let (status, _, body) = api(&a, "GET", "/-/status", crate::harness::OPS_KEY, "").await;
+    let node: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let demo = node["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "demo");
+    assert_eq!(demo.map(|t| &t["connections"]), Some(&json!(3)), "{node}");
     let (first, token) = page(&b, "/demo/@connections?limit=2").await;
     assert_eq!(first.len(), 2, "{first:?}");
     let token = token.expect("a nextToken after a full first page");
@@ -852,7 +870,7 @@ async fn a_killed_node_is_swept_once_within_the_bound() {
             { "id": "a", "alive": true },
             { "id": "b", "alive": true },
             { "id": "c", "alive": true },
-        ] }),
+        ], "moreNodes": 0 }),
         "the console's view of the cluster, from b"
     );
 

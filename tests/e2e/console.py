@@ -6,8 +6,10 @@ tenant: A (`--target`, an ordinary client) and B (`--hostile`, whose User-Agent 
 markup). The script signs in through `#key=`, looks at, sends to, disconnects and
 closes connections through the page, uses Try it (sending markup too) and Health,
 signs out, signs in again (a refused key is forgotten; a sign-in answered 429 keeps the
-key and offers Retry), is asked before a link with another key switches the signed-in
-tab (Keep, then Switch to the operator) and checks the phone layout. It prints one JSON
+key and offers Retry), is asked before a link with another key replaces the kept one
+(Keep while Retry is offered; Keep, then Switch to the operator while signed in; while
+the Close all dialog is half-filled the question waits for it to close, and the dialog
+keeps what was entered) and checks the phone layout. It prints one JSON
 line and exits 0, or prints which step failed and why and exits 1. Screenshots go to
 `--out`.
 
@@ -33,13 +35,16 @@ route of the test's own).
 The console reads one connection (an audited request) only when asked: step
 `keyboard` lets a tick of the live loop pass while a search is shown and counts the
 reads of the found connection. The execution log is read only while Health is shown,
-starting from its tail.
+starting from its tail: step `health` first makes more audited calls than the log
+shows (Sends to connections that do not exist, answered 410, straight to the API, not
+through the page), and the log shows exactly the newest 100, newest first.
 
 Every wait is bounded (Playwright's timeouts, `expect` with a timeout); nothing
 sleeps to synchronise.
 """
 
 import argparse
+import http.client
 import json
 import re
 import sys
@@ -63,6 +68,8 @@ TRY_HOSTILE = "<img src=x onerror=alert(2)>"
 X_QUERY = "%3Cscript%3Ealert(3)%3C%2Fscript%3E"
 X_QUERY_VALUE = "<script>alert(3)</script>"
 X_HEADER = ("X-Evil", "<b>bold</b>")
+LOG_SHOWN = 100  # execution log entries the console shows
+AUDITED_MISSES = 120  # audited API calls made before Health is opened: more than it shows
 MAX_TABS = 20  # Tab presses allowed to reach a control: a bound, not a count that must match
 TIMEOUT_MS = 10_000
 CHROMIUM_ARGS = [
@@ -285,6 +292,28 @@ def tab_to(page, target, key, what, where):
     raise StepFailed(f"{where}: {MAX_TABS} presses of {key} never reached {what}; focus went to: " + " | ".join(passed))
 
 
+def audited_misses(args, count):
+    """`count` audited management calls, quickly (one kept-alive HTTP connection): Sends
+    to connections that do not exist, `gone-000` on, each answered 410 and recorded in
+    the tenant's execution log."""
+    parts = urlsplit(args.admin)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        for i in range(count):
+            conn.request(
+                "POST",
+                f"/{args.tenant}/@connections/gone-{i:03d}",
+                body=b"x",
+                headers={"Authorization": f"Bearer {args.key}", "Content-Type": "text/plain"},
+            )
+            response = conn.getresponse()
+            response.read()
+            if response.status != 410:
+                raise StepFailed(f"health: a Send to connection gone-{i:03d} answered {response.status}, not 410")
+    finally:
+        conn.close()
+
+
 def connect_x(ws_url):
     """Client X on the tenant's /connections route, markup in its query and a header; its id."""
     client = ws_connect(
@@ -335,6 +364,8 @@ def run(args, out):
 
             # 1-2. Sign in through the fragment; the key leaves the address bar at once.
             step("sign-in")
+            bare = re.compile(rf"^{re.escape(args.admin)}/ui/$")  # the address without a key
+            switch = page.get_by_role("dialog", name="Switch to the key in the address?")
             page.goto(f"{args.admin}/ui/#key={args.key}")
             connections_view = page.get_by_role("region", name="Connections", exact=True)
             expect(connections_view).to_be_visible()
@@ -572,6 +603,8 @@ def run(args, out):
             early = [r.url for r in watch.sent if path_of(r) == logs_path]
             if early:
                 raise StepFailed(f"health: the execution log was read before Health was shown: {early}")
+            # More audited calls than the log shows, so that it must leave the oldest out.
+            audited_misses(args, AUDITED_MISSES)
             logs_from = len(watch.sent)
             nav_health = nav.get_by_role("button", name="Health", exact=True)
             nav_health.focus()
@@ -588,10 +621,14 @@ def run(args, out):
             exec_log = health.get_by_role("list", name="Execution log")
             expect(exec_log).to_contain_text("PostToConnection")
             first = next(r for r in watch.sent[logs_from:] if path_of(r) == logs_path)
-            if urlsplit(first.url).query != "tail=100":
+            if urlsplit(first.url).query != f"tail={LOG_SHOWN}":
                 raise StepFailed(f"health: the log's first read is not its tail: {first.url}")
-            if exec_log.get_by_role("listitem").count() > 100:
-                raise StepFailed("health: the execution log shows more than 100 entries")
+            # The newest LOG_SHOWN entries, newest first: the last Send leads; the first
+            # ones (more than LOG_SHOWN entries came after them) are left out.
+            items = exec_log.get_by_role("listitem")
+            expect(items).to_have_count(LOG_SHOWN)
+            expect(items.filter(has_text="gone-").first).to_contain_text(f"gone-{AUDITED_MISSES - 1:03d} answered 410")
+            expect(exec_log).not_to_contain_text("gone-000")
             names("Health")
             page.screenshot(path=out / "health.png", full_page=True)
 
@@ -607,6 +644,14 @@ def run(args, out):
             if asked < 2:
                 raise StepFailed(f"close-all: the dialog asks to close {asked} connections; B and X are open")
             names("close-all dialog")
+            # A link with another key arrives half-way: the dialog stays as it was, and
+            # the Switch / Keep question waits until it is closed.
+            dialog.get_by_label("Reason", exact=True).fill("half-way")
+            page.goto(f"{args.admin}/ui/#key={args.ops_key}")
+            expect(page).to_have_url(bare)  # the page has seen the key
+            expect(dialog).to_be_visible()
+            expect(switch).to_be_hidden()
+            expect(dialog.get_by_label("Reason", exact=True)).to_have_value("half-way")
             dialog.get_by_label("I understand every client of this tenant will be disconnected").check()
             dialog.get_by_role("button", name="Close all", exact=True).click()
             expect(dialog.get_by_role("status")).to_have_text(re.compile(r"^closed \d+$"))
@@ -614,6 +659,10 @@ def run(args, out):
             if closed < 2:
                 raise StepFailed(f"close-all: closed {closed}; B and X were open")
             dialog.get_by_role("button", name="Close", exact=True).click()
+            expect(dialog).to_be_hidden()
+            expect(switch).to_be_visible()
+            switch.get_by_role("button", name="Keep", exact=True).click()
+            expect(switch).to_be_hidden()
             expect(row_b).to_have_count(0)
             expect(row_x).to_have_count(0)
             try:
@@ -662,6 +711,17 @@ def run(args, out):
             names("sign-in with Retry")
             if page.evaluate("Object.values(sessionStorage)") != [args.key]:
                 raise StepFailed("retry: the key was not kept after a 429")
+            # Not signed in, but a key is kept: a link with another key is asked about
+            # (Keep / Switch), never taken silently.
+            page.goto(f"{args.admin}/ui/#key={args.ops_key}")
+            expect(switch).to_be_visible()
+            expect(page).to_have_url(bare)
+            expect(switch).to_contain_text("This tab keeps another key")
+            switch.get_by_role("button", name="Keep", exact=True).click()
+            expect(switch).to_be_hidden()
+            expect(retry).to_be_focused()
+            if page.evaluate("Object.values(sessionStorage)") != [args.key]:
+                raise StepFailed("retry: a link's key replaced the kept one")
             retry.click()
             signed_in_as_tenant = page.get_by_text(f"Tenant {args.tenant}", exact=True)
             expect(signed_in_as_tenant).to_be_visible()
@@ -670,8 +730,6 @@ def run(args, out):
             # The same key changes nothing; another is offered (Keep / Switch) and never
             # taken silently.
             step("switch")
-            bare = re.compile(rf"^{re.escape(args.admin)}/ui/$")
-            switch = page.get_by_role("dialog", name="Switch to the key in the address?")
             page.goto(f"{args.admin}/ui/#key={args.key}")
             expect(page).to_have_url(bare)
             expect(switch).to_be_hidden()

@@ -64,6 +64,8 @@ async fn the_console_in_a_real_browser() {
     let hostile_id = own_id(&mut hostile).await;
 
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    // Emptied first, so that every screenshot checked below is this run's.
+    let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/e2e/console.py");
     let run = Command::new(venv_bin("python"))
@@ -292,6 +294,7 @@ async fn stats_count_the_tenants_own_traffic() {
     assert_eq!(status, 200, "{stats}");
     assert_eq!(stats["tenant"], "demo");
     assert_eq!(stats["connections"], 2, "{stats}");
+    assert_eq!(stats["connectionsScope"], "node", "no cluster: {stats}");
     assert_eq!(stats["messagesReceived"], 4, "{stats}");
     assert_eq!(stats["bytesReceived"], 3 + 3 + 5 + 5, "{stats}");
     assert!(stats["messagesSent"].as_u64().unwrap() >= 3, "{stats}");
@@ -463,6 +466,21 @@ async fn the_operator_is_not_under_a_tenants_api_rate() {
         let (status, body) = get(&gateway, "/rated/@connections", OPS_KEY).await;
         assert_eq!(status, 200, "{body}");
     }
+    let before = gateway.metrics().await;
+    let (status, body) = get(&gateway, "/rated/@connections", "not-the-ops-key").await;
+    assert_eq!(status, 403, "{body}");
+    let unknown = |text: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("wsgate_admin_auth_failures_total{reason=\"unknown_key\"} ")
+            })
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+    assert_eq!(
+        unknown(&gateway.metrics().await),
+        unknown(&before) + 1,
+        "a wrong key on a tenant's path is charged"
+    );
 }
 
 /// `[admin] console_websocket_origin` names the WebSocket origin behind a proxy: Try-it

@@ -168,7 +168,8 @@ impl Authenticator {
         }
     }
 
-    /// The tenant the request's credentials belong to, admitted under its API rate; the
+    /// The tenant the request's credentials belong to (or that an operator key names),
+    /// admitted under its API rate unless the operator's; the
     /// body, read by `read_body` only once the credentials have passed every check the
     /// headers allow (so an unknown caller never makes the gateway read a body); and
     /// for a signed write, where it is remembered against replays.

@@ -3,6 +3,8 @@
 //! `/metrics` spans tenants and is the operator's), and the node at a glance for the
 //! operator (`GET /-/status`).
 
+use std::sync::Arc;
+
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
@@ -14,23 +16,29 @@ use crate::tenant::Tenant;
 /// answer even when Redis gives none.
 const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The tenants' open connections, in the order given: across the cluster as its
-/// registry counts them (what a close-all closes), or, when Redis does not answer in
-/// time, this node's gauges.
-async fn counts(gateway: &Gateway, tenants: &[&std::sync::Arc<Tenant>]) -> Vec<u64> {
-    let counted = futures_util::future::join_all(tenants.iter().map(|t| t.registry.count()));
-    match tokio::time::timeout(REDIS_TIMEOUT, counted).await {
-        Ok(counts) => counts.into_iter().map(|n| n as u64).collect(),
-        Err(_) => tenants
-            .iter()
-            .map(|t| {
-                gateway
-                    .metrics
-                    .figures(&t.id, std::iter::empty())
-                    .connections
-            })
-            .collect(),
+/// The tenants' open connections, in the order given, and their scope: `cluster`,
+/// counted in Redis as a close-all reaches them (one pipelined read; a failure is not
+/// taken for an outage, since the console asking must not change what the node does),
+/// or `node`, this node's gauges, with no cluster or when Redis does not answer in time.
+async fn counts(gateway: &Gateway, tenants: &[&Arc<Tenant>]) -> (Vec<u64>, &'static str) {
+    if let Some(cluster) = gateway.cluster() {
+        let ids: Vec<&str> = tenants.iter().map(|t| &*t.id).collect();
+        if let Ok(Ok(counts)) =
+            tokio::time::timeout(REDIS_TIMEOUT, cluster.tenant_counts(&ids)).await
+        {
+            return (counts, "cluster");
+        }
     }
+    let local = tenants
+        .iter()
+        .map(|t| {
+            gateway
+                .metrics
+                .figures(&t.id, std::iter::empty())
+                .connections
+        })
+        .collect();
+    (local, "node")
 }
 
 /// `GET /{tenant}/@stats`: the tenant's open connections, message and byte totals
@@ -39,7 +47,7 @@ async fn counts(gateway: &Gateway, tenants: &[&std::sync::Arc<Tenant>]) -> Vec<u
 pub async fn tenant(
     gateway: &Gateway,
     snapshot: &Snapshot,
-    tenant: &std::sync::Arc<Tenant>,
+    tenant: &Arc<Tenant>,
     headers: &HeaderMap,
 ) -> Value {
     let figures = gateway
@@ -50,12 +58,14 @@ pub async fn tenant(
         .iter()
         .map(|(kind, count)| (kind.as_str().to_owned(), json!(count)))
         .collect();
+    let (connections, scope) = counts(gateway, &[tenant]).await;
     let mut routes: Vec<&str> = tenant.routes.values().map(|r| &*r.template).collect();
     routes.sort_unstable();
     json!({
         "tenant": &*tenant.id,
         "time": timestamp(crate::registry::now_ms()),
-        "connections": counts(gateway, &[tenant]).await[0],
+        "connections": connections[0],
+        "connectionsScope": scope,
         "maxConnections": tenant.limits.max_connections,
         "messagesReceived": figures.messages_received,
         "messagesSent": figures.messages_sent,
@@ -69,32 +79,34 @@ pub async fn tenant(
 
 /// `GET /-/status`: the node, its tenants, its cluster and its last reloads.
 pub async fn status(gateway: &Gateway, snapshot: &Snapshot) -> Value {
-    let mut tenants: Vec<&std::sync::Arc<Tenant>> = snapshot.tenants().collect();
+    let mut tenants: Vec<&Arc<Tenant>> = snapshot.tenants().collect();
     tenants.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+    let nodes = async {
+        let cluster = gateway.cluster()?;
+        let (nodes, more) = match tokio::time::timeout(REDIS_TIMEOUT, cluster.nodes()).await {
+            Ok(Ok((listed, more))) => (json!(listed), more),
+            Ok(Err(err)) => (json!({ "error": err }), 0),
+            Err(_) => (
+                json!({ "error": format!("Redis did not answer within {REDIS_TIMEOUT:?}") }),
+                0,
+            ),
+        };
+        Some(json!({ "node": cluster.node(), "nodes": nodes, "moreNodes": more }))
+    };
+    // Both wait on Redis at most REDIS_TIMEOUT, at the same time.
+    let ((counts, scope), cluster) = tokio::join!(counts(gateway, &tenants), nodes);
     let tenants: Vec<Value> = tenants
         .iter()
-        .zip(counts(gateway, &tenants).await)
+        .zip(counts)
         .map(|(t, connections)| json!({ "id": &*t.id, "connections": connections }))
         .collect();
-    let cluster = match gateway.cluster() {
-        None => Value::Null,
-        Some(cluster) => {
-            let nodes = match tokio::time::timeout(REDIS_TIMEOUT, cluster.nodes()).await {
-                Ok(Ok(nodes)) => json!(nodes),
-                Ok(Err(err)) => json!({ "error": err }),
-                Err(_) => {
-                    json!({ "error": format!("Redis did not answer within {REDIS_TIMEOUT:?}") })
-                }
-            };
-            json!({ "node": cluster.node(), "nodes": nodes })
-        }
-    };
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "startedAt": timestamp(gateway.started_at),
         "draining": gateway.draining(),
         "degraded": gateway.degraded(),
         "tenants": tenants,
+        "connectionsScope": scope,
         "cluster": cluster,
         "reloads": gateway.reloads.newest_first(),
     })

@@ -269,32 +269,59 @@ pub struct NodeState {
 pub const LISTED_NODES: usize = 256;
 
 impl Cluster {
-    /// The cluster's nodes (at most [`LISTED_NODES`] of them, sorted by id) and whether
-    /// each is alive.
-    /// A Redis failure is returned, not recorded as an outage: the console asking must
-    /// not change what the node does.
-    pub async fn nodes(&self) -> Result<Vec<NodeState>, String> {
+    /// The cluster's nodes, sorted by id, with whether each is alive, and how many more
+    /// the set holds: past [`LISTED_NODES`], a sample of that many is listed. A Redis
+    /// failure is returned, not recorded as an outage: the console asking must not
+    /// change what the node does.
+    pub async fn nodes(&self) -> Result<(Vec<NodeState>, usize), String> {
         let mut redis = self.redis();
-        // At most LISTED_NODES members come back, whatever the set holds.
-        let mut nodes: Vec<String> = redis::cmd("SRANDMEMBER")
+        let total: usize = redis::cmd("SCARD")
             .arg(self.keys.nodes())
-            .arg(LISTED_NODES)
+            .query_async(&mut redis)
+            .await
+            .map_err(|e| format!("counting nodes: {e}"))?;
+        let listing = if total > LISTED_NODES {
+            let mut sample = redis::cmd("SRANDMEMBER");
+            sample.arg(self.keys.nodes()).arg(LISTED_NODES);
+            sample
+        } else {
+            let mut all = redis::cmd("SMEMBERS");
+            all.arg(self.keys.nodes());
+            all
+        };
+        let mut nodes: Vec<String> = listing
             .query_async(&mut redis)
             .await
             .map_err(|e| format!("listing nodes: {e}"))?;
+        nodes.truncate(LISTED_NODES);
         nodes.sort_unstable();
+        let more = total.saturating_sub(nodes.len());
         if nodes.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), more));
         }
         let alive = self
             .heartbeats(&nodes)
             .await
             .map_err(|e| format!("reading heartbeats: {e}"))?;
-        Ok(nodes
+        let listed = nodes
             .into_iter()
             .zip(alive)
             .map(|(id, alive)| NodeState { id, alive })
-            .collect())
+            .collect();
+        Ok((listed, more))
+    }
+
+    /// Each tenant's connections across the cluster (its admitted ones, as Redis counts
+    /// them for the connection cap), in one round trip.
+    pub async fn tenant_counts(&self, tenants: &[&str]) -> redis::RedisResult<Vec<u64>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for tenant in tenants {
+            pipe.cmd("ZCARD").arg(self.keys.tenant(tenant));
+        }
+        pipe.query_async(&mut self.redis()).await
     }
 
     /// Whether each of `nodes` (not empty) has a current heartbeat.

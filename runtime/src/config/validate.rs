@@ -467,12 +467,27 @@ pub fn websocket_origin(origin: &str) -> Option<String> {
     let uri: http::Uri = origin.parse().ok()?;
     let scheme = uri.scheme_str()?.to_ascii_lowercase();
     let authority = uri.authority()?;
+    let host = authority.host();
+    // `http::Uri` lets through characters (`;`, `,`, `'`, `*`) that mean something in
+    // a policy header: the host must be a plain name or an address, the port a number.
+    let plain_host = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    };
+    let exact = match authority.port_u16() {
+        Some(port) => authority.as_str() == format!("{host}:{port}"),
+        None => authority.as_str() == host,
+    };
     let plain = matches!(scheme.as_str(), "ws" | "wss")
-        && !authority.as_str().contains('@')
-        && !authority.host().is_empty()
+        && plain_host
+        && exact
         && matches!(uri.path(), "" | "/")
         && uri.query().is_none();
-    plain.then(|| format!("{scheme}://{authority}"))
+    plain.then(|| format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()))
 }
 
 /// A host name or IP address as a SigV4 `host` header names it, without a port: an
@@ -667,6 +682,12 @@ mod tests {
             "wss://ws.example.com?x=1",
             "wss://user@ws.example.com",
             "wss://ws.example.com; script-src *",
+            "wss://ws.example.com;script-src",
+            "wss://a,b",
+            "wss://h:abc",
+            "wss://h:",
+            "wss://h:99999",
+            "wss://h'x",
             "wss://",
         ] {
             assert_eq!(websocket_origin(bad), None, "{bad}");
