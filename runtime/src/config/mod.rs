@@ -96,7 +96,7 @@ impl Config {
     ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             file: file.to_owned(),
-            source: Box::new(source),
+            source: Box::new(without_secrets(text, source)),
         })?;
         config.file = file.to_owned();
         config.base_dir = base_dir.to_owned();
@@ -162,4 +162,77 @@ mod testing {
         [tenants.demo.routes."/echo"]
         plugin = "echo"
     "#;
+}
+
+/// Words in a key whose value may be a secret (`bearer_keys`, `secret_access_key`,
+/// `redis_url = "redis://:password@…"`, a plugin's `token`).
+const SECRET_WORDS: &[&str] = &[
+    "key",
+    "secret",
+    "password",
+    "token",
+    "redis_url",
+    "credential",
+];
+
+/// `error` as it may be logged and answered to a reload: the parser quotes the
+/// offending line and often the value, so when that line's key may hold a secret, the
+/// line is left out and quoted strings in the message read `"[redacted]"`.
+fn without_secrets(text: &str, error: toml::de::Error) -> toml::de::Error {
+    let Some(span) = error.span() else {
+        return error;
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = text[line_start..line_end].to_ascii_lowercase();
+    // The key part of the line, or the whole line for a value that continues one
+    // (an array over several lines): either way, a secret word means hiding it.
+    if !SECRET_WORDS.iter().any(|word| line.contains(word)) {
+        return error;
+    }
+    let line_number = text[..line_start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let mut message = String::new();
+    let mut quoted = false;
+    for part in error.message().split('"') {
+        if quoted {
+            message.push_str("\"[redacted]\"");
+        } else {
+            message.push_str(part);
+        }
+        quoted = !quoted;
+    }
+    <toml::de::Error as serde::de::Error>::custom(format!(
+        "TOML parse error at line {line_number}, column {column} (the line is not shown: its key may hold a secret)\n{message}"
+    ))
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    fn parse_error(text: &str) -> String {
+        Config::parse(text, Path::new("wsgate.toml"), Path::new("."))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_parse_error_on_a_secret_line_shows_neither_the_line_nor_the_value() {
+        let text = "[admin]\nbearer_keys = \"hunter2-operator\"\n";
+        let error = parse_error(text);
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("line 2"), "{error}");
+        assert!(error.contains("may hold a secret"), "{error}");
+        let text = "[cluster]\nredis_url = [\"redis://:pa55word@h:6379\"\n";
+        let error = parse_error(text);
+        assert!(!error.contains("pa55word"), "{error}");
+    }
+
+    #[test]
+    fn other_parse_errors_keep_the_line() {
+        let error = parse_error("[listen]\nws = 12\n");
+        assert!(error.contains("ws = 12"), "{error}");
+    }
 }
