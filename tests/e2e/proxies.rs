@@ -200,3 +200,50 @@ async fn new_connection_rates_answer_429_before_connect_runs() {
     assert_eq!(status, 429);
     assert!(headers.contains_key("retry-after"));
 }
+
+/// On the admin listener too: behind a trusted proxy the audit trail names the client
+/// from `X-Forwarded-For` and failed authentications are charged to it, so one
+/// guessing client behind the load balancer is throttled and the others are not.
+#[tokio::test]
+async fn the_admin_api_sees_the_client_behind_a_trusted_proxy() {
+    let text = gateway_config("trusted_proxies = [\"127.0.0.1\"]", "", "").replacen(
+        "[admin]\n",
+        "[admin]\nauth_failure_burst = 2\nauth_failures_per_minute = 1\n",
+        1,
+    );
+    let gateway = Gateway::start(&text).await;
+    let mut client = connect_forwarded(&gateway, None).await;
+    let id = own_id(&mut client).await;
+    let call = |key: &str, forwarded: &str| {
+        let url = format!("http://{}/demo/@connections/{id}", gateway.admin);
+        let headers = vec![
+            ("authorization".to_owned(), format!("Bearer {key}")),
+            ("x-forwarded-for".to_owned(), forwarded.to_owned()),
+        ];
+        async move { http("GET", &url, &headers, Vec::new()).await.0 }
+    };
+    assert_eq!(call("demo-key", "203.0.113.7").await, 200);
+    let (status, _, body) = http(
+        "GET",
+        &format!("http://{}/demo/@logs", gateway.admin),
+        &[("authorization".into(), "Bearer demo-key".into())],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let log: Value = serde_json::from_str(&body).unwrap();
+    let audited = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["audit"]["action"] == "GetConnection")
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(audited["audit"]["sourceIp"], "203.0.113.7", "{audited}");
+
+    // A guessing client behind the proxy is throttled; another behind it is not.
+    for _ in 0..2 {
+        assert_eq!(call("guess", "198.51.100.9").await, 403);
+    }
+    assert_eq!(call("demo-key", "198.51.100.9").await, 429);
+    assert_eq!(call("demo-key", "203.0.113.7").await, 200);
+}

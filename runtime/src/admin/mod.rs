@@ -141,7 +141,10 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
     let snapshot = admin.gateway.snapshot();
     let call = Call {
         query: Query::parse(parts.uri.query()),
-        addresses: parts.extensions.get::<Addresses>().copied(),
+        addresses: parts
+            .extensions
+            .get::<Addresses>()
+            .map(|a| behind_proxies(&snapshot, *a, &parts.headers)),
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
@@ -235,6 +238,24 @@ async fn dispatch(State(admin): State<Arc<Admin>>, request: Request) -> Response
         admin.auth.forget(&key);
     }
     response
+}
+
+/// `addresses` with the client behind `listen.trusted_proxies` as the peer, read from
+/// `X-Forwarded-For` as on the WebSocket listener: failed authentications are charged
+/// to it and the audit trail names it, not the load balancer every client shares.
+fn behind_proxies(snapshot: &Snapshot, addresses: Addresses, headers: &HeaderMap) -> Addresses {
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let client = snapshot
+        .proxies
+        .forwarded_client(addresses.peer.ip(), &forwarded);
+    Addresses {
+        peer: std::net::SocketAddr::new(client, addresses.peer.port()),
+        ..addresses
+    }
 }
 
 /// The operator's endpoints: `POST /-/reload` and `POST /-/drain`.
