@@ -299,6 +299,25 @@ async fn a_removed_route_is_served_through_its_grace_then_closed_with_1001() {
         (1001, "tenant removed by a reload")
     );
     assert_eq!(ask(&mut staying, "kept").await, "kept");
+    // Once nothing of it is left, what the gateway kept for the tenant goes too.
+    drop(on_tenant);
+    gateway
+        .logs
+        .wait_for("the removed tenant forgotten", |line| {
+            line.contains("forgot removed tenants") && line.contains("gone")
+        })
+        .await;
+    assert_eq!(
+        gateway
+            .logs
+            .count(|line| line.contains("forgot removed tenants") && line.contains("demo")),
+        0
+    );
+    // Added back, it starts afresh and serves.
+    let (status, report) = reload_with(&gateway, &old).await;
+    assert_eq!(status, 200, "{report}");
+    let mut back = gateway.connect("/gone/echo").await;
+    assert_eq!(ask(&mut back, "back").await, "back");
 }
 
 #[tokio::test]

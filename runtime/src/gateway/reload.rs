@@ -22,6 +22,10 @@ use crate::tenant::Route;
 /// How often, once a grace is over, what is left on a removed route is closed again.
 const RETIRE_EVERY: Duration = Duration::from_secs(1);
 
+/// How many times, a [`RETIRE_EVERY`] apart, a retirement looks for removed tenants left
+/// with nothing once their routes are done.
+const FORGET_TRIES: usize = 30;
+
 /// Why a reload was refused. The config in force stays.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -215,7 +219,10 @@ impl Gateway {
             .map(|((tenant, template), _)| self.count_on_route(tenant, template))
             .sum();
         report.grace_seconds = grace.as_secs_f64();
-        if !removed.is_empty() {
+        if removed.is_empty() {
+            // A removed tenant with no route to retire and no connection goes now.
+            self.forget_removed_tenants();
+        } else {
             let gateway = self.clone();
             tokio::spawn(async move { gateway.retire(removed, grace).await });
         }
@@ -295,6 +302,70 @@ impl Gateway {
                 tokio::time::sleep(RETIRE_EVERY).await;
             }
         }
+        // Closed connections leave once their `$disconnect` has run: look again a few
+        // times for the tenants they held.
+        for _ in 0..FORGET_TRIES {
+            if self.forget_removed_tenants() == 0 {
+                break;
+            }
+            tokio::time::sleep(RETIRE_EVERY).await;
+        }
+    }
+
+    /// Drops what the gateway keeps per tenant (registry, connection slots, share,
+    /// execution log: up to `execution_log_bytes` each) for tenants the config no longer
+    /// has, once nothing of theirs is left: no route retiring, no connection, no
+    /// upgrade under way. Otherwise a gateway whose tenants come and go would keep them
+    /// all for its life. A tenant added back later starts afresh.
+    /// Returns how many removed tenants are still held (something of theirs is left).
+    pub(super) fn forget_removed_tenants(&self) -> usize {
+        let current = self.current.load();
+        let retiring: std::collections::HashSet<Arc<str>> = {
+            let retiring = self.retiring.lock().unwrap_or_else(|e| e.into_inner());
+            retiring.keys().map(|(tenant, _)| tenant.clone()).collect()
+        };
+        let mut idle: Vec<Arc<str>> = Vec::new();
+        let mut held = 0;
+        {
+            let registries = self.registries.lock().unwrap_or_else(|e| e.into_inner());
+            let slots = self.tenant_slots.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, registry) in registries.iter() {
+                if current.tenants.contains_key(id) {
+                    continue;
+                }
+                if !retiring.contains(id)
+                    && registry.is_empty()
+                    && slots.get(id).is_none_or(|s| s.taken() == 0)
+                {
+                    idle.push(id.clone());
+                } else {
+                    held += 1;
+                }
+            }
+        }
+        if idle.is_empty() {
+            return held;
+        }
+        self.registries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| !idle.contains(id));
+        self.tenant_slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| !idle.contains(id));
+        self.shares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| !idle.contains(id));
+        // A follower that began before the removal keeps its own handle until it
+        // hangs up (at most a tenant's 8); no new one can start.
+        self.execution_logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|id, _| !idle.contains(id));
+        tracing::info!(tenants = ?idle, "forgot removed tenants: nothing of theirs is left");
+        held
     }
 
     /// Closes what is left on a removed route; forgets the route and returns `false`
