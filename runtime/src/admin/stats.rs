@@ -143,32 +143,14 @@ pub fn websocket_origin(
 /// IPv4 address or a bracketed IPv6 address: it goes into a header (the console's
 /// `Content-Security-Policy`), so anything else is refused rather than escaped.
 pub fn host_name(host: &str) -> Option<&str> {
-    let name = if host.starts_with('[') {
-        let end = host.find(']')?;
-        let (name, rest) = host.split_at(end + 1);
-        if !(rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)) {
-            return None;
-        }
-        let inner = &name[1..name.len() - 1];
-        inner.parse::<std::net::Ipv6Addr>().ok()?;
-        name
-    } else {
-        let name = match host.rsplit_once(':') {
-            Some((name, port)) if is_port(port) => name,
-            Some(_) => return None,
-            None => host,
-        };
-        let plain = !name.is_empty()
-            && name.len() <= 253
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !plain {
-            return None;
-        }
-        name
+    // A bracketed IPv6 address holds colons: the port is after the `]`.
+    let split = host.rfind(':').filter(|&i| !host[i..].contains(']'));
+    let name = match split {
+        Some(i) if is_port(&host[i + 1..]) => &host[..i],
+        Some(_) => return None,
+        None => host,
     };
-    Some(name)
+    crate::config::plain_host(name).then_some(name)
 }
 
 fn is_port(text: &str) -> bool {

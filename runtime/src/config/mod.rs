@@ -23,7 +23,7 @@ pub use schema::{
 };
 pub use schema::{MAX_EXECUTION_LOG_BYTES, MAX_EXECUTION_LOG_ENTRIES, MIN_EXECUTION_LOG_BYTES};
 pub use secret::Secret;
-pub use validate::websocket_origin;
+pub use validate::{plain_host, websocket_origin};
 
 /// Why a configuration could not be used. Each variant names the file and what to fix.
 #[derive(Debug, thiserror::Error)]

@@ -461,6 +461,19 @@ impl Config {
     }
 }
 
+/// Whether `host` is a plain DNS name or IPv4 address (letters, digits, `-`, `.`, at
+/// most 253) or a bracketed IPv6 address: safe to put in a header as it is.
+pub fn plain_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
 /// `origin` as `ws[s]://host[:port]` (scheme in lower case), if it is a WebSocket origin
 /// and nothing more: it goes into the console's `Content-Security-Policy` header.
 pub fn websocket_origin(origin: &str) -> Option<String> {
@@ -470,14 +483,7 @@ pub fn websocket_origin(origin: &str) -> Option<String> {
     let host = authority.host();
     // `http::Uri` lets through characters (`;`, `,`, `'`, `*`) that mean something in
     // a policy header: the host must be a plain name or an address, the port a number.
-    let plain_host = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        inner.parse::<std::net::Ipv6Addr>().is_ok()
-    } else {
-        !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-    };
+    let plain_host = plain_host(host);
     let exact = match authority.port_u16() {
         Some(port) => authority.as_str() == format!("{host}:{port}"),
         None => authority.as_str() == host,

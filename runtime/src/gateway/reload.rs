@@ -346,24 +346,12 @@ impl Gateway {
         if idle.is_empty() {
             return held;
         }
-        self.registries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| !idle.contains(id));
-        self.tenant_slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| !idle.contains(id));
-        self.shares
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| !idle.contains(id));
+        forget(&self.registries, &idle);
+        forget(&self.tenant_slots, &idle);
+        forget(&self.shares, &idle);
         // A follower that began before the removal keeps its own handle until it
         // hangs up (at most a tenant's 8); no new one can start.
-        self.execution_logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|id, _| !idle.contains(id));
+        forget(&self.execution_logs, &idle);
         tracing::info!(tenants = ?idle, "forgot removed tenants: nothing of theirs is left");
         held
     }
@@ -411,6 +399,13 @@ impl Gateway {
         }
         true
     }
+}
+
+/// Removes the entries of `tenants` from a per-tenant map.
+fn forget<V>(map: &std::sync::Mutex<std::collections::HashMap<Arc<str>, V>>, tenants: &[Arc<str>]) {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|id, _| !tenants.contains(id));
 }
 
 /// Every route of `old` that `new` lacks, with its old self.

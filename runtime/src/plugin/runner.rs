@@ -84,7 +84,6 @@ impl Plugin {
             idle: Mutex::new(Vec::new()),
             scope: Arc::new(scope),
             expensive_failures: AtomicU32::new(0),
-
             suspended_until_ms: AtomicU64::new(0),
         }
     }
