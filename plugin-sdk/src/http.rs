@@ -389,21 +389,43 @@ fn send_once(request: &Request) -> Result<Response, Error> {
     let body = outgoing
         .body()
         .map_err(|()| Error::Failed("request body unavailable".into()))?;
-
-    // Hand the request over before writing the body: the host buffers only one chunk of
-    // it until the request is under way, so writing first could wait for ever.
-    let future = outgoing_handler::handle(outgoing, None).map_err(Error::from_code)?;
+    let bytes = request.body.as_deref().unwrap_or_default();
+    let stream = match bytes.is_empty() {
+        true => None,
+        false => Some(
+            body.write()
+                .map_err(|()| Error::Failed("request body stream unavailable".into()))?,
+        ),
+    };
+    // A body that fits the host's buffer (one chunk, as any usual event does) is written
+    // and finished before the request is handed over, so that head and body leave
+    // together. A larger one is written after: until the request is under way the host
+    // buffers only that chunk, so writing it all first could wait for ever.
+    let fits = stream.as_ref().is_none_or(|stream| {
+        stream
+            .check_write()
+            .is_ok_and(|room| usize::try_from(room).unwrap_or(usize::MAX) >= bytes.len())
+    });
     let mut cut_short = false;
-    if let Some(bytes) = request.body.as_deref().filter(|b| !b.is_empty()) {
-        let stream = body
-            .write()
-            .map_err(|()| Error::Failed("request body stream unavailable".into()))?;
-        cut_short = write_all(&stream, bytes)?;
+    let hand_over = || outgoing_handler::handle(outgoing, None).map_err(Error::from_code);
+    let (future, finished) = if fits {
+        if let Some(stream) = &stream {
+            cut_short = write_all(stream, bytes)?;
+        }
         drop(stream); // a child of `body`: it must go before `finish`
-    }
+        let finished = OutgoingBody::finish(body, None);
+        (hand_over()?, finished)
+    } else {
+        let future = hand_over()?;
+        if let Some(stream) = &stream {
+            cut_short = write_all(stream, bytes)?;
+        }
+        drop(stream);
+        (future, OutgoingBody::finish(body, None))
+    };
     // If the server stopped reading early, fewer bytes than `content-length` went out
     // and `finish` says so; the response (or its error) is the news that matters then.
-    if let Err(code) = OutgoingBody::finish(body, None)
+    if let Err(code) = finished
         && !cut_short
     {
         return Err(Error::from_code(code));
@@ -499,9 +521,12 @@ fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<bool, Error> {
 fn read_all(stream: &InputStream) -> Result<Vec<u8>, Error> {
     let pollable = stream.subscribe();
     let mut body = Vec::new();
+    // Read first, wait only when nothing is there: an answer's body has often
+    // arrived with its head, and each wait costs the gateway a trip through its
+    // accounting.
     let result = loop {
-        pollable.block();
         match stream.read(READ_CHUNK) {
+            Ok(chunk) if chunk.is_empty() => pollable.block(),
             Ok(chunk) => body.extend_from_slice(&chunk),
             Err(StreamError::Closed) => break Ok(body),
             Err(StreamError::LastOperationFailed(e)) => break Err(Error::from_stream(e)),

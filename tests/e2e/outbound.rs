@@ -255,6 +255,38 @@ async fn waiting_events_leave_instances_and_order_to_the_route_s_other_connectio
     }
 }
 
+/// The SDK puts a body that fits the host's buffer (one chunk, 1 MiB) in before handing
+/// the request over, and a larger one after: both arrive whole, with their length.
+#[tokio::test]
+async fn request_bodies_under_and_over_one_host_chunk_arrive_whole() {
+    const PART: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let backend = Backend::start(|seen| Reply::ok(seen.body.len().to_string())).await;
+    let gateway = Gateway::start(&fetch_config(&backend, "")).await;
+    let mut client = gateway.connect("/t/fetch").await;
+    // 64 B, exactly one chunk, one chunk and 64 B, nearly two (the backend takes 2 MiB).
+    for (i, repeat) in [1usize, 1 << 14, (1 << 14) + 1, (1 << 15) - 1]
+        .into_iter()
+        .enumerate()
+    {
+        let post = json!({
+            "op": "http", "method": "POST", "url": backend.url("/len"),
+            "body": PART, "repeat": repeat,
+        });
+        let expected = PART.len() * repeat;
+        let answer = command(&mut client, post).await;
+        assert_eq!(answer["status"], 200, "{answer}");
+        assert_eq!(answer["body"], expected.to_string(), "{answer}");
+        let seen = backend.wait_for(i + 1).await;
+        let body = &seen[i].body;
+        assert_eq!(body.len(), expected, "{expected} bytes sent");
+        assert!(body.chunks(PART.len()).all(|c| c == PART.as_bytes()));
+        assert_eq!(
+            seen[i].header("content-length"),
+            Some(&*expected.to_string())
+        );
+    }
+}
+
 #[tokio::test]
 async fn answers_past_the_body_cap_fail_and_connections_are_reused() {
     let backend = Backend::start(|seen| match seen.uri.as_str() {

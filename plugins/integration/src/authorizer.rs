@@ -57,11 +57,7 @@ pub fn authorize(
         Verdict::Forbidden
     };
     let started = clock::now_ms();
-    let response = match backend::post(
-        url,
-        &[("content-type".into(), "application/json".into())],
-        event.to_string().into_bytes(),
-    ) {
+    let response = match backend::post_json(url, &event) {
         Ok(response) => response,
         Err(failure) => return refuse(&format!("no usable answer: {}", failure.detail())),
     };

@@ -175,11 +175,7 @@ pub fn on_disconnect(config: &Config, event: &DisconnectEvent) {
 /// POSTs the event and reads the Lambda result. A non-2xx status is a failed
 /// invocation (as a Lambda error would be).
 fn invoke(config: &Config, event: &Value) -> Result<Option<lambda::LambdaResult>, Failure> {
-    let response = backend::post(
-        &config.url,
-        &[("content-type".into(), "application/json".into())],
-        event.to_string().into_bytes(),
-    )?;
+    let response = backend::post_json(&config.url, event)?;
     backend::require_success(&response)?;
     lambda::LambdaResult::parse(&response.body).map_err(Failure::Unusable)
 }

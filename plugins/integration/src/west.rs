@@ -59,11 +59,7 @@ fn full_uri(info: &ConnectionInfo) -> String {
 }
 
 fn post(config: &Config, body: &Value) -> Result<wsgate_sdk::http::Response, Failure> {
-    backend::post(
-        &config.url,
-        &[("content-type".into(), "application/json".into())],
-        body.to_string().into_bytes(),
-    )
+    backend::post_json(&config.url, body)
 }
 
 /// `open`: a status ≥ 300 refuses the upgrade with that status and body; otherwise the

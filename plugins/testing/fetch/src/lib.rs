@@ -10,7 +10,8 @@
 //! | `{"op":"spin","ms":N}` | `{"spun":N}` after burning N ms of CPU |
 //!
 //! `http` goes through `wsgate_sdk::http` (`method` defaults to GET; `headers` and `body`
-//! are optional; `<variant>` is the `Error` variant name, e.g. `Denied`). `raw` uses the
+//! are optional, and `"repeat":N` sends the body N times over, for bodies larger than a
+//! message; `<variant>` is the `Error` variant name, e.g. `Denied`). `raw` uses the
 //! `wasi:http` bindings directly to send what the SDK refuses to build: a GET with exactly
 //! that `authority` (may hold userinfo; absent = none), `scheme` (default `http`) and
 //! `path` (default `/`), and, if `host_header` is given, a `host` header appended first
@@ -115,7 +116,8 @@ fn http_op(command: &Value) -> Option<Value> {
         request = request.header(name, value);
     }
     if let Some(body) = command.get("body").and_then(Value::as_str) {
-        request = request.body(body);
+        let repeat = command.get("repeat").and_then(Value::as_u64).unwrap_or(1);
+        request = request.body(body.repeat(usize::try_from(repeat).ok()?));
     }
     Some(match request.send() {
         Ok(response) => {
@@ -204,7 +206,7 @@ mod raw {
         let Ok(body) = request.body() else {
             return refused("body");
         };
-        // Send before finishing the body, as the SDK does.
+        // Hand the request over, then finish its (empty) body.
         let future = match outgoing_handler::handle(request, None) {
             Ok(future) => future,
             Err(code) => return json!({"error": format!("{code:?}")}),
