@@ -397,10 +397,11 @@ fn send_once(request: &Request) -> Result<Response, Error> {
                 .map_err(|()| Error::Failed("request body stream unavailable".into()))?,
         ),
     };
-    // A body that fits the host's buffer (one chunk, as any usual event does) is written
-    // and finished before the request is handed over, so that head and body leave
-    // together. A larger one is written after: until the request is under way the host
-    // buffers only that chunk, so writing it all first could wait for ever.
+    // A body that one write takes (up to 1 MiB, as any usual event) is written and
+    // finished before the request is handed over, so that the host finds it whole and
+    // sends a small one with the head. A larger one is written after: until the request
+    // is under way the host queues two writes and no more, so writing it all first
+    // could wait for ever.
     let fits = stream.as_ref().is_none_or(|stream| {
         stream
             .check_write()
@@ -522,8 +523,7 @@ fn read_all(stream: &InputStream) -> Result<Vec<u8>, Error> {
     let pollable = stream.subscribe();
     let mut body = Vec::new();
     // Read first, wait only when nothing is there: an answer's body has often
-    // arrived with its head, and each wait costs the gateway a trip through its
-    // accounting.
+    // arrived with its head, and then no `block` call is made for it.
     let result = loop {
         match stream.read(READ_CHUNK) {
             Ok(chunk) if chunk.is_empty() => pollable.block(),

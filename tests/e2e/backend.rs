@@ -123,6 +123,8 @@ impl Backend {
         });
         let app = Router::new()
             .fallback(handle)
+            // Above axum's 2 MiB default: tests send bodies of several host chunks.
+            .layer(axum::extract::DefaultBodyLimit::max(8 << 20))
             .with_state(shared.clone())
             .into_make_service_with_connect_info::<SocketAddr>();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -255,16 +255,18 @@ async fn waiting_events_leave_instances_and_order_to_the_route_s_other_connectio
     }
 }
 
-/// The SDK puts a body that fits the host's buffer (one chunk, 1 MiB) in before handing
-/// the request over, and a larger one after: both arrive whole, with their length.
+/// The SDK puts a body that one write takes (1 MiB) in before handing the request over,
+/// and a larger one after: both arrive whole, with their length. The host queues two
+/// writes before the request is under way, so the 3 MiB body would wait for ever (and
+/// the call time out) if it were all written first.
 #[tokio::test]
 async fn request_bodies_under_and_over_one_host_chunk_arrive_whole() {
     const PART: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     let backend = Backend::start(|seen| Reply::ok(seen.body.len().to_string())).await;
     let gateway = Gateway::start(&fetch_config(&backend, "")).await;
     let mut client = gateway.connect("/t/fetch").await;
-    // 64 B, exactly one chunk, one chunk and 64 B, nearly two (the backend takes 2 MiB).
-    for (i, repeat) in [1usize, 1 << 14, (1 << 14) + 1, (1 << 15) - 1]
+    // 64 B, exactly one write, one write and 64 B, three writes.
+    for (i, repeat) in [1usize, 1 << 14, (1 << 14) + 1, 3 << 14]
         .into_iter()
         .enumerate()
     {
