@@ -390,39 +390,34 @@ fn send_once(request: &Request) -> Result<Response, Error> {
         .body()
         .map_err(|()| Error::Failed("request body unavailable".into()))?;
     let bytes = request.body.as_deref().unwrap_or_default();
-    let stream = match bytes.is_empty() {
+    // The body's stream, with the room its first `check-write` found.
+    let pending = match bytes.is_empty() {
         true => None,
-        false => Some(
-            body.write()
-                .map_err(|()| Error::Failed("request body stream unavailable".into()))?,
-        ),
+        false => {
+            let stream = body
+                .write()
+                .map_err(|()| Error::Failed("request body stream unavailable".into()))?;
+            let room = stream.check_write();
+            Some((stream, room))
+        }
     };
     // A body that one write takes (up to 1 MiB, as any usual event) is written and
     // finished before the request is handed over, so that the host finds it whole and
     // sends a small one with the head. A larger one is written after: until the request
     // is under way the host queues two writes and no more, so writing it all first
     // could wait for ever.
-    let fits = stream.as_ref().is_none_or(|stream| {
-        stream
-            .check_write()
-            .is_ok_and(|room| usize::try_from(room).unwrap_or(usize::MAX) >= bytes.len())
-    });
-    let mut cut_short = false;
+    let fits = match &pending {
+        None => true,
+        Some((_, Ok(room))) => usize::try_from(*room).unwrap_or(usize::MAX) >= bytes.len(),
+        Some((_, Err(_))) => false,
+    };
     let hand_over = || outgoing_handler::handle(outgoing, None).map_err(Error::from_code);
-    let (future, finished) = if fits {
-        if let Some(stream) = &stream {
-            cut_short = write_all(stream, bytes)?;
-        }
-        drop(stream); // a child of `body`: it must go before `finish`
-        let finished = OutgoingBody::finish(body, None);
-        (hand_over()?, finished)
+    let (future, (cut_short, finished)) = if fits {
+        let sent = send_body(body, pending, bytes)?;
+        (hand_over()?, sent)
     } else {
         let future = hand_over()?;
-        if let Some(stream) = &stream {
-            cut_short = write_all(stream, bytes)?;
-        }
-        drop(stream);
-        (future, OutgoingBody::finish(body, None))
+        (future, send_body(body, pending, bytes)?)
     };
     // If the server stopped reading early, fewer bytes than `content-length` went out
     // and `finish` says so; the response (or its error) is the news that matters then.
@@ -484,23 +479,45 @@ pub fn post(url: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Result<R
         .send()
 }
 
-/// Writes `bytes` as fast as the host takes them. Returns whether the stream closed
-/// before all was written (the server answered without reading it all, or the
-/// connection failed: either way the response tells).
+/// Writes the body (if any) into its stream, drops the stream and finishes the body.
+/// Returns whether the stream closed before all was written, and what `finish` said.
+fn send_body(
+    body: OutgoingBody,
+    pending: Option<(OutputStream, Result<u64, StreamError>)>,
+    bytes: &[u8],
+) -> Result<(bool, Result<(), ErrorCode>), Error> {
+    let mut cut_short = false;
+    if let Some((stream, room)) = pending {
+        cut_short = write_all(&stream, bytes, room)?;
+        drop(stream); // a child of `body`: it must go before `finish`
+    }
+    Ok((cut_short, OutgoingBody::finish(body, None)))
+}
+
+/// Writes `bytes` as fast as the host takes them, starting from the room a
+/// `check-write` already found. Returns whether the stream closed before all was
+/// written (the server answered without reading it all, or the connection failed:
+/// either way the response tells).
 ///
 /// Waits through `subscribe` + `block`, never `blocking_write_and_flush`: only waits in
-/// wasi:io/poll are known to the gateway as waits. No `flush` either: the host's body
-/// stream does not buffer, and `flush` reports `Closed` once the server is done with the
-/// body even when every byte arrived.
-fn write_all(stream: &OutputStream, mut bytes: &[u8]) -> Result<bool, Error> {
-    let pollable = stream.subscribe();
+/// wasi:io/poll are known to the gateway as waits; the pollable is made only once the
+/// stream is full, which a usual body never makes it. No `flush` either: the host's
+/// body stream does not buffer, and `flush` reports `Closed` once the server is done
+/// with the body even when every byte arrived.
+fn write_all(
+    stream: &OutputStream,
+    mut bytes: &[u8],
+    room: Result<u64, StreamError>,
+) -> Result<bool, Error> {
+    let mut checked = Some(room);
+    let mut pollable = None;
     let result = loop {
         if bytes.is_empty() {
             break Ok(false);
         }
-        let room = match stream.check_write() {
+        let room = match checked.take().unwrap_or_else(|| stream.check_write()) {
             Ok(0) => {
-                pollable.block();
+                pollable.get_or_insert_with(|| stream.subscribe()).block();
                 continue;
             }
             Ok(room) => usize::try_from(room).unwrap_or(usize::MAX),
