@@ -29,20 +29,22 @@
 //!   fails with [`Error::TooLarge`].
 //!
 //! The gateway sets `Host` from the URL; a body is sent with its `content-length`.
+//!
+//! A request is one call of the gateway's `wsgate:plugin/http-client` import: the request
+//! goes in whole and the whole answer comes back. [`Request::via_wasi_http`] sends it
+//! through the standard `wasi:http/outgoing-handler` instead (about thirty host calls per
+//! request), with the same grant, limits and answers.
 
 use std::fmt;
 
-use wasip2::http::outgoing_handler;
-use wasip2::http::types::{
-    self, ErrorCode, Fields, HeaderError, IncomingBody, OutgoingBody, OutgoingRequest, Scheme,
-};
-use wasip2::io::streams::{InputStream, OutputStream, StreamError};
+use wasip2::http::types::Scheme;
+
+use crate::bindings::wsgate::plugin::http_client;
+
+mod wasi;
 
 /// How many redirects one request follows before failing.
 pub const MAX_REDIRECTS: usize = 5;
-
-/// How much one `read` of a response body asks for.
-const READ_CHUNK: u64 = 64 * 1024;
 
 /// An HTTP method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,15 +66,16 @@ pub enum Method {
 }
 
 impl Method {
-    fn to_wasi(self) -> types::Method {
+    /// The method's name, as sent.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Method::Get => types::Method::Get,
-            Method::Post => types::Method::Post,
-            Method::Put => types::Method::Put,
-            Method::Delete => types::Method::Delete,
-            Method::Patch => types::Method::Patch,
-            Method::Head => types::Method::Head,
-            Method::Options => types::Method::Options,
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Patch => "PATCH",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
         }
     }
 }
@@ -88,6 +91,7 @@ pub struct Request {
     headers: Vec<(String, Vec<u8>)>,
     body: Option<Vec<u8>>,
     follow: bool,
+    wasi_http: bool,
 }
 
 impl Request {
@@ -100,12 +104,22 @@ impl Request {
             headers: Vec::new(),
             body: None,
             follow: true,
+            wasi_http: false,
         }
     }
 
     /// Returns a 3xx answer as it is instead of following it.
     pub fn no_redirects(mut self) -> Request {
         self.follow = false;
+        self
+    }
+
+    /// Sends through the standard `wasi:http/outgoing-handler` interface instead of
+    /// the gateway's one-call `wsgate:plugin/http-client`: the same grant, limits and
+    /// answers, at several times the host calls per request. For plugins that must
+    /// also run on hosts other than wsgate, and for testing the gateway's `wasi:http`.
+    pub fn via_wasi_http(mut self) -> Request {
+        self.wasi_http = true;
         self
     }
 
@@ -212,71 +226,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl Error {
-    fn from_code(code: ErrorCode) -> Error {
-        use ErrorCode as C;
-        match code {
-            // A destination the gateway refuses by address is a denial too, just not by
-            // name; the plugin author's remedy is the same (ask for a grant).
-            C::HttpRequestDenied | C::DestinationIpProhibited => Error::Denied,
-            // ConnectionLimitReached: the call waited for one of the plugin's
-            // `max_outbound_requests` places until its time ran out.
-            C::DnsTimeout
-            | C::ConnectionTimeout
-            | C::ConnectionReadTimeout
-            | C::ConnectionWriteTimeout
-            | C::ConnectionLimitReached
-            | C::HttpResponseTimeout => Error::Timeout,
-            C::DnsError(dns) => {
-                let mut why = String::from("DNS lookup failed");
-                if let Some(rcode) = dns.rcode {
-                    why.push_str(": ");
-                    why.push_str(&rcode);
-                }
-                Error::Unreachable(why)
-            }
-            C::DestinationNotFound => Error::Unreachable("destination not found".into()),
-            C::DestinationUnavailable => Error::Unreachable("destination unavailable".into()),
-            C::DestinationIpUnroutable => Error::Unreachable("destination unroutable".into()),
-            C::ConnectionRefused => Error::Unreachable("connection refused".into()),
-            C::ConnectionTerminated => Error::Unreachable("connection terminated".into()),
-            C::TlsProtocolError => Error::Unreachable("TLS protocol error".into()),
-            C::TlsCertificateError => Error::Unreachable("TLS certificate error".into()),
-            C::TlsAlertReceived(alert) => Error::Unreachable(match alert.alert_message {
-                Some(message) => format!("TLS alert: {message}"),
-                None => "TLS alert received".into(),
-            }),
-            // Any answer part over a gateway limit; in practice the body.
-            C::HttpResponseBodySize(_)
-            | C::HttpResponseHeaderSectionSize(_)
-            | C::HttpResponseHeaderSize(_)
-            | C::HttpResponseTrailerSectionSize(_)
-            | C::HttpResponseTrailerSize(_) => Error::TooLarge,
-            // Request-side refusals, protocol errors and internal errors: nothing more
-            // specific to say than the code itself.
-            other => Error::Failed(format!("{other:?}")),
-        }
-    }
-
-    /// A body stream failed. The error is an `ErrorCode` when the host made it so;
-    /// otherwise only its text is left (a size cap or deadline hit mid-body arrives that
-    /// way), so recognise the cases a plugin must tell apart from the wording.
-    fn from_stream(error: types::IoError) -> Error {
-        if let Some(code) = types::http_error_code(&error) {
-            return Error::from_code(code);
-        }
-        let text = error.to_debug_string();
-        let lower = text.to_ascii_lowercase();
-        if lower.contains("body size exceeds limit") {
-            Error::TooLarge
-        } else if lower.contains("timeout") || lower.contains("timed out") {
-            Error::Timeout
-        } else {
-            Error::Failed(text)
-        }
-    }
-}
-
 /// Sends `request` and waits for the whole response.
 ///
 /// The call blocks the handler, not the gateway: the wait does not count against the
@@ -284,7 +233,10 @@ impl Error {
 /// the plugin's `allowed_outbound_hosts` are reachable ([`Error::Denied`] otherwise).
 pub fn request(mut request: Request) -> Result<Response, Error> {
     for _ in 0..=MAX_REDIRECTS {
-        let response = send_once(&request)?;
+        let response = match request.wasi_http {
+            true => wasi::send_once(&request)?,
+            false => send_once(&mut request)?,
+        };
         let location = match response.status {
             301 | 302 | 303 | 307 | 308 if request.follow => response.header("location"),
             _ => None,
@@ -345,13 +297,12 @@ fn resolve(base: &str, location: &str) -> Result<String, Error> {
     Ok(format!("{origin}{dir}{location}"))
 }
 
-/// One request, no redirect followed.
-fn send_once(request: &Request) -> Result<Response, Error> {
-    let url = parse_url(&request.url)?;
-    let headers = Fields::new();
-    for (name, value) in &request.headers {
-        // Refused here too, whatever the host's list of forbidden headers: a plugin-set
-        // `host` could disagree with the URL, a plugin-set length with the body.
+/// One request through `wsgate:plugin/http-client`, no redirect followed. The
+/// request's parts are lent to the call and put back, for a redirect to reuse.
+fn send_once(request: &mut Request) -> Result<Response, Error> {
+    // The gateway checks the URL and the headers itself; these two are refused here
+    // with the reason in this API's terms (the SDK sets them).
+    for (name, _) in &request.headers {
         if name.eq_ignore_ascii_case("host") {
             return Err(Error::InvalidHeader(format!(
                 "{name:?} is set by the gateway from the URL"
@@ -362,108 +313,33 @@ fn send_once(request: &Request) -> Result<Response, Error> {
                 "{name:?} is set from the body"
             )));
         }
-        headers
-            .append(name, value)
-            .map_err(|e| header_error(name, e))?;
     }
-    if let Some(body) = &request.body {
-        headers
-            .set("content-length", &[body.len().to_string().into_bytes()])
-            .map_err(|e| header_error("content-length", e))?;
+    let wire = http_client::Request {
+        method: request.method.as_str().to_owned(),
+        url: std::mem::take(&mut request.url),
+        headers: std::mem::take(&mut request.headers),
+        body: request.body.take(),
+    };
+    let answer = http_client::send(&wire);
+    request.url = wire.url;
+    request.headers = wire.headers;
+    request.body = wire.body;
+    match answer {
+        Ok(response) => Ok(Response {
+            status: response.status,
+            headers: response.headers,
+            body: response.body,
+        }),
+        Err(error) => Err(match error {
+            http_client::Error::InvalidUrl(why) => Error::InvalidUrl(why),
+            http_client::Error::InvalidHeader(why) => Error::InvalidHeader(why),
+            http_client::Error::Denied => Error::Denied,
+            http_client::Error::Timeout => Error::Timeout,
+            http_client::Error::Unreachable(why) => Error::Unreachable(why),
+            http_client::Error::TooLarge => Error::TooLarge,
+            http_client::Error::Failed(why) => Error::Failed(why),
+        }),
     }
-
-    let outgoing = OutgoingRequest::new(headers);
-    let invalid = |what: &str| Error::InvalidUrl(format!("{:?}: {what} refused", request.url));
-    outgoing
-        .set_method(&request.method.to_wasi())
-        .map_err(|()| Error::Failed("method refused".into()))?;
-    outgoing
-        .set_scheme(Some(&url.scheme))
-        .map_err(|()| invalid("scheme"))?;
-    outgoing
-        .set_authority(Some(url.authority))
-        .map_err(|()| invalid("host and port"))?;
-    outgoing
-        .set_path_with_query(Some(&url.path_with_query))
-        .map_err(|()| invalid("path"))?;
-    let body = outgoing
-        .body()
-        .map_err(|()| Error::Failed("request body unavailable".into()))?;
-    let bytes = request.body.as_deref().unwrap_or_default();
-    // The body's stream, with the room its first `check-write` found.
-    let pending = match bytes.is_empty() {
-        true => None,
-        false => {
-            let stream = body
-                .write()
-                .map_err(|()| Error::Failed("request body stream unavailable".into()))?;
-            let room = stream.check_write();
-            Some((stream, room))
-        }
-    };
-    // A body that one write takes (up to 1 MiB, as any usual event) is written and
-    // finished before the request is handed over, so that the host finds it whole and
-    // sends a small one with the head. A larger one is written after: until the request
-    // is under way the host queues two writes and no more, so writing it all first
-    // could wait for ever.
-    let fits = match &pending {
-        None => true,
-        Some((_, Ok(room))) => usize::try_from(*room).unwrap_or(usize::MAX) >= bytes.len(),
-        Some((_, Err(_))) => false,
-    };
-    let hand_over = || outgoing_handler::handle(outgoing, None).map_err(Error::from_code);
-    let (future, (cut_short, finished)) = if fits {
-        let sent = send_body(body, pending, bytes)?;
-        (hand_over()?, sent)
-    } else {
-        let future = hand_over()?;
-        (future, send_body(body, pending, bytes)?)
-    };
-    // If the server stopped reading early, fewer bytes than `content-length` went out
-    // and `finish` says so; the response (or its error) is the news that matters then.
-    if let Err(code) = finished
-        && !cut_short
-    {
-        return Err(Error::from_code(code));
-    }
-
-    // The wait. `block` (wasi:io/poll) is where the gateway accounts waiting as waiting
-    // rather than computing.
-    let pollable = future.subscribe();
-    let answer = loop {
-        pollable.block();
-        if let Some(answer) = future.get() {
-            break answer;
-        }
-    };
-    drop(pollable);
-    let response = match answer {
-        Ok(Ok(response)) => response,
-        Ok(Err(code)) => return Err(Error::from_code(code)),
-        Err(()) => return Err(Error::Failed("response already taken".into())),
-    };
-
-    let status = response.status();
-    let fields = response.headers();
-    let headers = fields.entries();
-    drop(fields);
-    let incoming = response
-        .consume()
-        .map_err(|()| Error::Failed("response body unavailable".into()))?;
-    let stream = incoming
-        .stream()
-        .map_err(|()| Error::Failed("response body stream unavailable".into()))?;
-    let body = read_all(&stream);
-    // Children before parents, or the host refuses the drop.
-    drop(stream);
-    drop(IncomingBody::finish(incoming));
-    drop(response);
-    drop(future);
-    Ok(Response {
-        status,
-        headers,
-        body: body?,
-    })
 }
 
 /// A `GET` of `url`.
@@ -477,88 +353,6 @@ pub fn post(url: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Result<R
         .header("content-type", content_type)
         .body(body)
         .send()
-}
-
-/// Writes the body (if any) into its stream, drops the stream and finishes the body.
-/// Returns whether the stream closed before all was written, and what `finish` said.
-fn send_body(
-    body: OutgoingBody,
-    pending: Option<(OutputStream, Result<u64, StreamError>)>,
-    bytes: &[u8],
-) -> Result<(bool, Result<(), ErrorCode>), Error> {
-    let mut cut_short = false;
-    if let Some((stream, room)) = pending {
-        cut_short = write_all(&stream, bytes, room)?;
-        drop(stream); // a child of `body`: it must go before `finish`
-    }
-    Ok((cut_short, OutgoingBody::finish(body, None)))
-}
-
-/// Writes `bytes` as fast as the host takes them, starting from the room a
-/// `check-write` already found. Returns whether the stream closed before all was
-/// written (the server answered without reading it all, or the connection failed:
-/// either way the response tells).
-///
-/// Waits through `subscribe` + `block`, never `blocking_write_and_flush`: only waits in
-/// wasi:io/poll are known to the gateway as waits; the pollable is made only once the
-/// stream is full, which a usual body never makes it. No `flush` either: the host's
-/// body stream does not buffer, and `flush` reports `Closed` once the server is done
-/// with the body even when every byte arrived.
-fn write_all(
-    stream: &OutputStream,
-    mut bytes: &[u8],
-    room: Result<u64, StreamError>,
-) -> Result<bool, Error> {
-    let mut checked = Some(room);
-    let mut pollable = None;
-    let result = loop {
-        if bytes.is_empty() {
-            break Ok(false);
-        }
-        let room = match checked.take().unwrap_or_else(|| stream.check_write()) {
-            Ok(0) => {
-                pollable.get_or_insert_with(|| stream.subscribe()).block();
-                continue;
-            }
-            Ok(room) => usize::try_from(room).unwrap_or(usize::MAX),
-            Err(StreamError::Closed) => break Ok(true),
-            Err(StreamError::LastOperationFailed(e)) => break Err(Error::from_stream(e)),
-        };
-        let (chunk, rest) = bytes.split_at(bytes.len().min(room));
-        match stream.write(chunk) {
-            Ok(()) => bytes = rest,
-            Err(StreamError::Closed) => break Ok(true),
-            Err(StreamError::LastOperationFailed(e)) => break Err(Error::from_stream(e)),
-        }
-    };
-    drop(pollable);
-    result
-}
-
-/// Reads a response body to its end, waiting through `subscribe` + `block`.
-fn read_all(stream: &InputStream) -> Result<Vec<u8>, Error> {
-    let pollable = stream.subscribe();
-    let mut body = Vec::new();
-    // Read first, wait only when nothing is there: an answer's body has often
-    // arrived with its head, and then no `block` call is made for it.
-    let result = loop {
-        match stream.read(READ_CHUNK) {
-            Ok(chunk) if chunk.is_empty() => pollable.block(),
-            Ok(chunk) => body.extend_from_slice(&chunk),
-            Err(StreamError::Closed) => break Ok(body),
-            Err(StreamError::LastOperationFailed(e)) => break Err(Error::from_stream(e)),
-        }
-    };
-    drop(pollable);
-    result
-}
-
-fn header_error(name: &str, error: HeaderError) -> Error {
-    Error::InvalidHeader(match error {
-        HeaderError::Forbidden => format!("{name:?} is set by the gateway, not the plugin"),
-        HeaderError::InvalidSyntax => format!("{name:?}: bad name or value"),
-        HeaderError::Immutable => format!("{name:?}: headers cannot be changed"),
-    })
 }
 
 /// A URL split the way wasi:http wants it.

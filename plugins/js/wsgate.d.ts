@@ -9,8 +9,8 @@ import type {
     HostError as HostErrorCode,
     ListFilter,
     Message,
-} from 'wsgate:plugin/types@0.1.0';
-import type { Level } from 'wsgate:plugin/log@0.1.0';
+} from 'wsgate:plugin/types@0.1.1';
+import type { Level } from 'wsgate:plugin/log@0.1.1';
 
 export type { ConnectionInfo, ConnectResponse, HostErrorCode, ListFilter, Message, Level };
 

@@ -6,7 +6,7 @@
 //   named `handler` whose methods are the interface's functions in camelCase
 //   (`onConnect`, `onMessage`, `onDisconnect`). `handler({...})` below builds it.
 // - Imported interfaces are ES modules named by their WIT id
-//   (`wsgate:plugin/connections@0.1.0`); functions are camelCase, records are plain
+//   (`wsgate:plugin/connections@0.1.1`); functions are camelCase, records are plain
 //   objects with camelCase fields, variants are `{ tag, val }`, enums are strings,
 //   `option<T>` is `T | undefined`, and a `result` error is thrown.
 //
@@ -23,9 +23,9 @@
 // Instances are reused between events but may be thrown away at any time: keep state
 // that must last in the host (the connection registry), not in module globals.
 
-import * as host from 'wsgate:plugin/connections@0.1.0';
-import { log as hostLog } from 'wsgate:plugin/log@0.1.0';
-import * as hostConfig from 'wsgate:plugin/config@0.1.0';
+import * as host from 'wsgate:plugin/connections@0.1.1';
+import { log as hostLog } from 'wsgate:plugin/log@0.1.1';
+import * as hostConfig from 'wsgate:plugin/config@0.1.1';
 
 // ------------------------------------------------------------------ messages
 

@@ -1,7 +1,11 @@
-//! Plugins calling backends over HTTP (`wasi:http`): deny by default, the grant checked
-//! on the request's URI (never a header, never userinfo) and again on every redirect,
-//! waiting that is not computing, and every wait bounded. The `test-fetch` plugin does
-//! what each JSON message says; real backends are started by the tests.
+//! Plugins calling backends over HTTP: deny by default, the grant checked on the
+//! request's URI (never a header, never userinfo) and again on every redirect, waiting
+//! that is not computing, and every wait bounded. The `test-fetch` plugin does what each
+//! JSON message says; real backends are started by the tests.
+//!
+//! Each test of the SDK's client runs twice (`both_transports!`): through the one-call
+//! `wsgate:plugin/http-client` import the SDK uses, and through `wasi:http`
+//! (`Request::via_wasi_http`), which plugins in other languages use.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -14,14 +18,21 @@ use crate::plugins;
 
 /// Tenant `t`: `/fetch` may call `granted` only, with the given extra plugin lines;
 /// `/none` is the same plugin granted nothing; `/echo` is echo.
-fn fetch_config(granted: &Backend, extra: &str) -> String {
+fn fetch_config(granted: &Backend, extra: &str, via: Via) -> String {
+    let via = match via {
+        Via::Client => "",
+        Via::WasiHttp => "config = { via = \"wasi\" }\n",
+    };
     let mut tenants = plugin(
         "t",
         "fetch",
         plugins::FETCH,
-        &format!("allowed_outbound_hosts = [{:?}]\n{extra}", granted.origin()),
+        &format!(
+            "allowed_outbound_hosts = [{:?}]\n{via}{extra}",
+            granted.origin()
+        ),
     );
-    tenants.push_str(&plugin("t", "none", plugins::FETCH, ""));
+    tenants.push_str(&plugin("t", "none", plugins::FETCH, via));
     tenants.push_str(&plugin("t", "echo", plugins::ECHO, ""));
     tenants.push_str(
         r#"
@@ -36,6 +47,43 @@ plugin = "echo"
     config(&tenants)
 }
 
+/// How the plugin's SDK sends its requests.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// `wsgate:plugin/http-client`, the SDK's default.
+    Client,
+    /// `wasi:http/outgoing-handler`.
+    WasiHttp,
+}
+
+/// Runs each named `async fn(Via)` as two tests, `via_client::NAME` and
+/// `via_wasi_http::NAME`.
+macro_rules! both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod via_client {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Via::Client).await
+            })*
+        }
+        mod via_wasi_http {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Via::WasiHttp).await
+            })*
+        }
+    };
+}
+
+both_transports!(
+    only_granted_origins_are_reached_and_refusals_are_logged_and_counted,
+    the_guest_cannot_steer_the_destination_with_userinfo_host_or_redirects,
+    a_slow_backend_is_waited_for_and_a_hanging_one_is_cut_at_the_outbound_timeout,
+    waiting_events_leave_instances_and_order_to_the_route_s_other_connections,
+    request_bodies_under_and_over_one_host_chunk_arrive_whole,
+    answers_past_the_body_cap_fail_and_connections_are_reused,
+);
+
 async fn command(client: &mut crate::harness::Client, command: Value) -> Value {
     let answer = ask(client, &command.to_string()).await;
     serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer}"))
@@ -45,11 +93,10 @@ fn get(url: &str) -> Value {
     json!({"op": "http", "method": "GET", "url": url})
 }
 
-#[tokio::test]
-async fn only_granted_origins_are_reached_and_refusals_are_logged_and_counted() {
+async fn only_granted_origins_are_reached_and_refusals_are_logged_and_counted(via: Via) {
     let granted = Backend::start(|_| Reply::ok("hello from the backend")).await;
     let other = Backend::start(|_| Reply::ok("must never be reached")).await;
-    let gateway = Gateway::start_binary(&fetch_config(&granted, "")).await;
+    let gateway = Gateway::start_binary(&fetch_config(&granted, "", via)).await;
     let mut client = gateway.connect("/t/fetch").await;
 
     let answer = command(&mut client, get(&granted.url("/hi?x=1"))).await;
@@ -107,8 +154,7 @@ async fn only_granted_origins_are_reached_and_refusals_are_logged_and_counted() 
     );
 }
 
-#[tokio::test]
-async fn the_guest_cannot_steer_the_destination_with_userinfo_host_or_redirects() {
+async fn the_guest_cannot_steer_the_destination_with_userinfo_host_or_redirects(via: Via) {
     let granted_addr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let other = Backend::start(|_| Reply::ok("must never be reached")).await;
     let other_url = other.url("/stolen");
@@ -119,7 +165,7 @@ async fn the_guest_cannot_steer_the_destination_with_userinfo_host_or_redirects(
     })
     .await;
     *granted_addr.lock().unwrap() = granted.addr.to_string();
-    let gateway = Gateway::start(&fetch_config(&granted, "")).await;
+    let gateway = Gateway::start(&fetch_config(&granted, "", via)).await;
     let mut client = gateway.connect("/t/fetch").await;
 
     // Spin's CVE-2024-32980: an authority whose userinfo names the granted origin.
@@ -160,8 +206,7 @@ async fn the_guest_cannot_steer_the_destination_with_userinfo_host_or_redirects(
     assert_eq!(paths, ["/around", "/landed", "/away"]);
 }
 
-#[tokio::test]
-async fn a_slow_backend_is_waited_for_and_a_hanging_one_is_cut_at_the_outbound_timeout() {
+async fn a_slow_backend_is_waited_for_and_a_hanging_one_is_cut_at_the_outbound_timeout(via: Via) {
     let backend = Backend::start(|seen| match seen.uri.as_str() {
         "/slow" => Reply {
             delay: Duration::from_secs(2),
@@ -178,6 +223,7 @@ async fn a_slow_backend_is_waited_for_and_a_hanging_one_is_cut_at_the_outbound_t
     let gateway = Gateway::start(&fetch_config(
         &backend,
         "limits = { outbound_timeout = \"3s\" }",
+        via,
     ))
     .await;
 
@@ -205,8 +251,7 @@ async fn a_slow_backend_is_waited_for_and_a_hanging_one_is_cut_at_the_outbound_t
     backend.release(1);
 }
 
-#[tokio::test]
-async fn waiting_events_leave_instances_and_order_to_the_route_s_other_connections() {
+async fn waiting_events_leave_instances_and_order_to_the_route_s_other_connections(via: Via) {
     let backend = Backend::start(|seen| match seen.uri.as_str() {
         "/held" => Reply {
             hold: true,
@@ -220,6 +265,7 @@ async fn waiting_events_leave_instances_and_order_to_the_route_s_other_connectio
     let gateway = Gateway::start(&fetch_config(
         &backend,
         "limits = { max_instances = 2, max_outbound_requests = 8, pool_size = 2 }",
+        via,
     ))
     .await;
     let mut waiting = Vec::new();
@@ -259,11 +305,10 @@ async fn waiting_events_leave_instances_and_order_to_the_route_s_other_connectio
 /// and a larger one after: both arrive whole, with their length. The host queues two
 /// writes before the request is under way, so the 3 MiB body would wait for ever (and
 /// the call time out) if it were all written first.
-#[tokio::test]
-async fn request_bodies_under_and_over_one_host_chunk_arrive_whole() {
+async fn request_bodies_under_and_over_one_host_chunk_arrive_whole(via: Via) {
     const PART: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
     let backend = Backend::start(|seen| Reply::ok(seen.body.len().to_string())).await;
-    let gateway = Gateway::start(&fetch_config(&backend, "")).await;
+    let gateway = Gateway::start(&fetch_config(&backend, "", via)).await;
     let mut client = gateway.connect("/t/fetch").await;
     // 64 B, exactly one write, one write and 64 B, three writes.
     for (i, repeat) in [1usize, 1 << 14, (1 << 14) + 1, 3 << 14]
@@ -289,8 +334,7 @@ async fn request_bodies_under_and_over_one_host_chunk_arrive_whole() {
     }
 }
 
-#[tokio::test]
-async fn answers_past_the_body_cap_fail_and_connections_are_reused() {
+async fn answers_past_the_body_cap_fail_and_connections_are_reused(via: Via) {
     let backend = Backend::start(|seen| match seen.uri.as_str() {
         "/big" => Reply::ok(vec![b'x'; 2 << 20]),
         "/big-chunked" => Reply {
@@ -303,6 +347,7 @@ async fn answers_past_the_body_cap_fail_and_connections_are_reused() {
     let gateway = Gateway::start(&fetch_config(
         &backend,
         "limits = { max_outbound_body_bytes = 1048576 }",
+        via,
     ))
     .await;
     let mut client = gateway.connect("/t/fetch").await;
@@ -322,5 +367,154 @@ async fn answers_past_the_body_cap_fail_and_connections_are_reused() {
         peers.len() <= 2,
         "20 calls took {} TCP connections: the pool is not reused",
         peers.len()
+    );
+}
+
+/// `http-client.send` called with what the SDK never builds: the host refuses each
+/// request itself, says why, and the backends see nothing of them.
+#[tokio::test]
+async fn the_one_call_client_refuses_hostile_requests_itself() {
+    let other = Backend::start(|_| Reply::ok("must never be reached")).await;
+    let granted = Backend::start(|seen| Reply::ok(format!("at {}", seen.uri))).await;
+    let gateway = Gateway::start(&fetch_config(&granted, "", Via::Client)).await;
+    let mut client = gateway.connect("/t/fetch").await;
+    let direct = |method: &str, url: String, headers: Value| json!({"op": "direct", "method": method, "url": url, "headers": headers});
+    let (g, o) = (granted.addr, other.addr);
+    let cases = [
+        // Spin's CVE-2024-32980 again: userinfo naming the granted origin.
+        (
+            direct("GET", format!("http://{g}@{o}/"), json!([])),
+            "invalid-url",
+            "userinfo",
+        ),
+        (
+            direct(
+                "GET",
+                format!("http://{o}/"),
+                json!([["host", g.to_string()]]),
+            ),
+            "invalid-header",
+            "\"host\"",
+        ),
+        (
+            direct(
+                "GET",
+                format!("http://{g}/"),
+                json!([["Host", o.to_string()]]),
+            ),
+            "invalid-header",
+            "\"host\"",
+        ),
+        (
+            direct(
+                "GET",
+                format!("http://{g}/"),
+                json!([["transfer-encoding", "chunked"]]),
+            ),
+            "invalid-header",
+            "transfer-encoding",
+        ),
+        (
+            direct(
+                "GET",
+                format!("http://{g}/"),
+                json!([["Connection", "close"]]),
+            ),
+            "invalid-header",
+            "connection",
+        ),
+        (
+            direct(
+                "POST",
+                format!("http://{g}/"),
+                json!([["content-length", "0"]]),
+            ),
+            "invalid-header",
+            "content-length",
+        ),
+        (
+            direct("GET", format!("http://{g}/"), json!([["bad name", "x"]])),
+            "invalid-header",
+            "bad name",
+        ),
+        (
+            direct(
+                "GET",
+                format!("http://{g}/"),
+                json!([["x-a", "v\r\nx-injected: 1"]]),
+            ),
+            "invalid-header",
+            "x-a",
+        ),
+        (
+            direct(
+                "GET",
+                format!("http://{g}/"),
+                json!([["x-big", "x", 140_000]]),
+            ),
+            "invalid-header",
+            "bytes in all",
+        ),
+        (
+            direct("GE T", format!("http://{g}/"), json!([])),
+            "invalid-url",
+            "method",
+        ),
+        (
+            direct("GET", format!("ftp://{g}/"), json!([])),
+            "invalid-url",
+            "http://",
+        ),
+        (
+            direct("GET", "/relative".into(), json!([])),
+            "invalid-url",
+            "",
+        ),
+        (
+            direct("CONNECT", format!("http://{g}/"), json!([])),
+            "denied",
+            "",
+        ),
+        (
+            direct("GET", format!("http://{o}/"), json!([])),
+            "denied",
+            "",
+        ),
+    ];
+    for (request, error, detail) in cases {
+        let answer = command(&mut client, request.clone()).await;
+        assert_eq!(answer["error"], error, "{request}: {answer}");
+        let said = answer["detail"].as_str().unwrap_or_default();
+        assert!(said.contains(detail), "{request}: {answer}");
+    }
+    assert!(
+        other.seen().is_empty(),
+        "a refused request reached a backend"
+    );
+    assert!(
+        granted.seen().is_empty(),
+        "a refused request reached a backend"
+    );
+
+    // What is well formed goes out, with the length of its body and `Host` from the URL.
+    let answer = command(
+        &mut client,
+        json!({"op": "direct", "method": "POST", "url": granted.url("/ok#fragment"),
+               "headers": [["x-a", "1"]], "body": "hello"}),
+    )
+    .await;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["body"], "at /ok", "{answer}");
+    let seen = granted.wait_for(1).await;
+    assert_eq!(seen[0].body, b"hello");
+    assert_eq!(seen[0].header("content-length"), Some("5"));
+    assert_eq!(seen[0].header("x-a"), Some("1"));
+    assert_eq!(seen[0].header("host"), Some(g.to_string().as_str()));
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"wsgate_outbound_requests_total{tenant="t",plugin="fetch",outcome="denied"} 2"#
+        ),
+        "{metrics}"
     );
 }

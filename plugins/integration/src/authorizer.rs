@@ -25,7 +25,7 @@ pub fn authorize(
     config: &Config,
     url: &str,
     info: &ConnectionInfo,
-    request_context: &Map<String, Value>,
+    request_context: &aws::Context<'_>,
     request_id: &str,
 ) -> Verdict {
     let method_arn = format!(

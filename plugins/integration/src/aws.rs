@@ -3,6 +3,8 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use wsgate_sdk::{
     ConnectResponse, ConnectionInfo, DisconnectEvent, Message, MessageEvent, connections, log,
@@ -10,6 +12,7 @@ use wsgate_sdk::{
 
 use crate::authorizer::{self, Verdict};
 use crate::config::Config;
+use crate::facts::{self, Facts};
 use crate::failure::{Failure, error_frame, internal_error, json_refusal};
 use crate::{backend, clock, headers, ids, lambda, upgrade};
 
@@ -18,19 +21,13 @@ use crate::{backend, clock, headers, ids, lambda, upgrade};
 pub fn on_connect(config: &Config, info: &ConnectionInfo) -> ConnectResponse {
     let now = clock::now_ms();
     let request_id = ids::aws();
-    let mut context = request_context(
-        config,
-        info,
-        &info.id,
-        "$connect",
-        "CONNECT",
-        &request_id,
-        now,
-    );
+    let facts = Facts::of(config, info);
+    let mut context = Context::new(&facts, &info.id, "$connect", "CONNECT", &request_id, now);
+    let verdict;
     if let Some(url) = &config.authorizer_url {
         match authorizer::authorize(config, url, info, &context, &request_id) {
             Verdict::Allow(authorizer) => {
-                let stored = Value::Object(authorizer.clone()).to_string();
+                let stored = Value::Object(authorizer).to_string();
                 // Later events read the verdict back from here, as AWS hands the
                 // authorizer's output to every route of the connection.
                 if let Err(err) = connections::set_context(&info.id, &stored) {
@@ -42,7 +39,8 @@ pub fn on_connect(config: &Config, info: &ConnectionInfo) -> ConnectResponse {
                     ));
                     return internal_error();
                 }
-                context.insert("authorizer".into(), Value::Object(authorizer));
+                verdict = RawValue::from_string(stored).ok();
+                context.authorizer = verdict.as_deref();
             }
             Verdict::Unauthorized => {
                 return json_refusal(401, "Unauthorized")
@@ -61,19 +59,22 @@ pub fn on_connect(config: &Config, info: &ConnectionInfo) -> ConnectResponse {
             .iter()
             .filter(|(name, _)| name != "connection" && name != "upgrade"),
     );
-    let mut event = Map::new();
-    event.insert("headers".into(), single);
-    event.insert("multiValueHeaders".into(), multi);
     // Absent, not empty, when the URL has no query: so AWS sends it.
-    if !info.query_params.is_empty() {
-        let (single, multi) = param_maps(&info.query_params);
-        event.insert("queryStringParameters".into(), single);
-        event.insert("multiValueQueryStringParameters".into(), multi);
-    }
-    event.insert("requestContext".into(), Value::Object(context));
-    event.insert("isBase64Encoded".into(), Value::Bool(false));
-
-    match invoke(config, &Value::Object(event)) {
+    let (query, multi_query) = match info.query_params.is_empty() {
+        true => (None, None),
+        false => {
+            let (single, multi) = param_maps(&info.query_params);
+            (Some(single), Some(multi))
+        }
+    };
+    let event = Event {
+        headers: Some(&single),
+        multi_value_headers: Some(&multi),
+        query_string_parameters: query.as_ref(),
+        multi_value_query_string_parameters: multi_query.as_ref(),
+        ..Event::of(&context)
+    };
+    match invoke(config, &event) {
         Err(failure) => {
             failure.log("aws", "$connect", &config.url, &info.id, &request_id);
             failure.refusal()
@@ -94,29 +95,25 @@ pub fn on_connect(config: &Config, info: &ConnectionInfo) -> ConnectResponse {
 /// A message: the MESSAGE event; the result's `body` goes back to the client.
 pub fn on_message(config: &Config, event: &MessageEvent) -> Option<Message> {
     let now = clock::now_ms();
-    let request_id = ids::aws();
+    let (request_id, message_id) = ids::aws_pair();
     let id = &event.connection_id;
-    let info = crate::connection(id);
-    let mut context = request_context(
-        config,
-        &info,
-        id,
-        &event.route_key,
-        "MESSAGE",
-        &request_id,
-        now,
-    );
-    context.insert("messageId".into(), Value::String(ids::aws()));
-    add_authorizer(&mut context, id);
+    let facts = facts::of(config, id);
+    let mut context = Context::new(&facts, id, &event.route_key, "MESSAGE", &request_id, now);
+    context.message_id = Some(&message_id);
+    context.authorizer = facts.authorizer.as_deref();
+    let encoded;
     let (body, binary) = match &event.message {
-        Message::Text(text) => (text.clone(), false),
-        Message::Binary(bytes) => (STANDARD.encode(bytes), true),
+        Message::Text(text) => (text.as_str(), false),
+        Message::Binary(bytes) => {
+            encoded = STANDARD.encode(bytes);
+            (encoded.as_str(), true)
+        }
     };
-    let payload = json!({
-        "requestContext": context,
-        "body": body,
-        "isBase64Encoded": binary,
-    });
+    let payload = Event {
+        body: Some(body),
+        is_base64_encoded: binary,
+        ..Event::of(&context)
+    };
     match invoke(config, &payload) {
         Err(failure) => {
             failure.log("aws", "MESSAGE", &config.url, id, &request_id);
@@ -134,24 +131,17 @@ pub fn on_disconnect(config: &Config, event: &DisconnectEvent) {
     let now = clock::now_ms();
     let request_id = ids::aws();
     let id = &event.connection_id;
-    let info = crate::connection(id);
-    let domain = domain_name(config, &info);
-    let mut context = request_context(
-        config,
-        &info,
-        id,
-        "$disconnect",
-        "DISCONNECT",
-        &request_id,
-        now,
-    );
-    context.insert("disconnectStatusCode".into(), json!(event.code));
-    context.insert("disconnectReason".into(), json!(disconnect_reason(event)));
-    add_authorizer(&mut context, id);
+    let facts = facts::of(config, id);
+    facts::forget(id);
+    let reason = disconnect_reason(event);
+    let mut context = Context::new(&facts, id, "$disconnect", "DISCONNECT", &request_id, now);
+    context.disconnect_status_code = Some(event.code);
+    context.disconnect_reason = Some(&reason);
+    context.authorizer = facts.authorizer.as_deref();
     // What API Gateway itself puts in a DISCONNECT event's headers (the handshake's
     // are long gone): the API's host and three empty ones.
     let quirk = [
-        ("Host", domain.as_str()),
+        ("Host", context.domain_name),
         ("x-api-key", ""),
         ("X-Forwarded-For", ""),
         ("x-restapi", ""),
@@ -161,12 +151,13 @@ pub fn on_disconnect(config: &Config, event: &DisconnectEvent) {
         .iter()
         .map(|(n, v)| ((*n).into(), json!([v])))
         .collect();
-    let payload = json!({
-        "headers": single,
-        "multiValueHeaders": multi,
-        "requestContext": context,
-        "isBase64Encoded": false,
-    });
+    let single = Value::Object(single);
+    let multi = Value::Object(multi);
+    let payload = Event {
+        headers: Some(&single),
+        multi_value_headers: Some(&multi),
+        ..Event::of(&context)
+    };
     if let Err(failure) = invoke(config, &payload) {
         failure.log("aws", "$disconnect", &config.url, id, &request_id);
     }
@@ -174,63 +165,118 @@ pub fn on_disconnect(config: &Config, event: &DisconnectEvent) {
 
 /// POSTs the event and reads the Lambda result. A non-2xx status is a failed
 /// invocation (as a Lambda error would be).
-fn invoke(config: &Config, event: &Value) -> Result<Option<lambda::LambdaResult>, Failure> {
+fn invoke(config: &Config, event: &Event<'_>) -> Result<Option<lambda::LambdaResult>, Failure> {
     let response = backend::post_json(&config.url, event)?;
     backend::require_success(&response)?;
     lambda::LambdaResult::parse(&response.body).map_err(Failure::Unusable)
 }
 
-/// `requestContext` as API Gateway builds it for a WebSocket route (without
-/// `messageId`, the disconnect fields and `authorizer`, which only some events get).
-pub fn request_context(
-    config: &Config,
-    info: &ConnectionInfo,
-    connection_id: &str,
-    route_key: &str,
-    event_type: &str,
-    request_id: &str,
-    now: u64,
-) -> Map<String, Value> {
-    let mut identity = Map::new();
-    identity.insert("sourceIp".into(), json!(info.source_ip));
-    if let Some(agent) = &info.user_agent {
-        identity.insert("userAgent".into(), json!(agent));
-    }
-    let mut context = Map::new();
-    context.insert("routeKey".into(), json!(route_key));
-    context.insert("eventType".into(), json!(event_type));
-    // API Gateway gives WebSocket events one id under both names.
-    context.insert("extendedRequestId".into(), json!(request_id));
-    context.insert("requestTime".into(), json!(clock::aws_request_time(now)));
-    context.insert("messageDirection".into(), json!("IN"));
-    context.insert("stage".into(), json!(config.stage(&info.tenant)));
-    context.insert("connectedAt".into(), json!(info.connected_at));
-    context.insert("requestTimeEpoch".into(), json!(now));
-    context.insert("identity".into(), Value::Object(identity));
-    context.insert("requestId".into(), json!(request_id));
-    let domain = domain_name(config, info);
-    // Beyond AWS, whose endpoint is always `https://{domainName}/{stage}`: the URL that
-    // reaches this gateway's `@connections`, `http://` when it has no TLS.
-    let endpoint = format!(
-        "{}://{domain}/{}",
-        config.management_scheme,
-        config.stage(&info.tenant)
-    );
-    context.insert("domainName".into(), json!(domain));
-    context.insert("managementEndpoint".into(), json!(endpoint));
-    context.insert("connectionId".into(), json!(connection_id));
-    context.insert("apiId".into(), json!(config.api_id(&info.tenant)));
-    context
+/// The event API Gateway gives a Lambda for a WebSocket route. Written straight from
+/// borrowed parts: a message's event is built and serialized with no map in between.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    headers: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multi_value_headers: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_string_parameters: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multi_value_query_string_parameters: Option<&'a Value>,
+    request_context: &'a Context<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    is_base64_encoded: bool,
 }
 
-/// `domainName`: the configured one (by default the gateway's management host, so that
-/// `https://{domainName}/{stage}` reaches `@connections`), else the client's `Host`.
-fn domain_name(config: &Config, info: &ConnectionInfo) -> String {
-    config
-        .domain_name
-        .clone()
-        .or_else(|| info.header("host").map(str::to_owned))
-        .unwrap_or_default()
+impl<'a> Event<'a> {
+    /// An event with its `requestContext` and nothing else.
+    fn of(request_context: &'a Context<'a>) -> Event<'a> {
+        Event {
+            headers: None,
+            multi_value_headers: None,
+            query_string_parameters: None,
+            multi_value_query_string_parameters: None,
+            request_context,
+            body: None,
+            is_base64_encoded: false,
+        }
+    }
+}
+
+/// `requestContext` as API Gateway builds it for a WebSocket route; `messageId`, the
+/// disconnect fields and `authorizer` only in the events that get them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Context<'a> {
+    route_key: &'a str,
+    event_type: &'a str,
+    /// API Gateway gives WebSocket events one id under both names.
+    extended_request_id: &'a str,
+    request_time: String,
+    message_direction: &'static str,
+    stage: &'a str,
+    connected_at: u64,
+    request_time_epoch: u64,
+    identity: Identity<'a>,
+    request_id: &'a str,
+    domain_name: &'a str,
+    management_endpoint: &'a str,
+    connection_id: &'a str,
+    api_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disconnect_status_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disconnect_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorizer: Option<&'a RawValue>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Identity<'a> {
+    source_ip: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<&'a str>,
+}
+
+impl<'a> Context<'a> {
+    /// The fields every event has.
+    pub fn new(
+        facts: &'a Facts,
+        connection_id: &'a str,
+        route_key: &'a str,
+        event_type: &'a str,
+        request_id: &'a str,
+        now: u64,
+    ) -> Context<'a> {
+        Context {
+            route_key,
+            event_type,
+            extended_request_id: request_id,
+            request_time: clock::aws_request_time(now),
+            message_direction: "IN",
+            stage: &facts.stage,
+            connected_at: facts.connected_at,
+            request_time_epoch: now,
+            identity: Identity {
+                source_ip: &facts.source_ip,
+                user_agent: facts.user_agent.as_deref(),
+            },
+            request_id,
+            domain_name: &facts.domain_name,
+            management_endpoint: &facts.management_endpoint,
+            connection_id,
+            api_id: &facts.api_id,
+            message_id: None,
+            disconnect_status_code: None,
+            disconnect_reason: None,
+            authorizer: None,
+        }
+    }
 }
 
 /// The reason API Gateway reports: the peer's, or its own wording when the close frame
@@ -240,23 +286,6 @@ fn disconnect_reason(event: &DisconnectEvent) -> String {
         "Client-side close frame status not set".to_owned()
     } else {
         event.reason.clone()
-    }
-}
-
-/// Puts the authorizer's verdict kept at `$connect` into a later event's context.
-fn add_authorizer(context: &mut Map<String, Value>, connection_id: &str) {
-    if let Some(authorizer) = stored_authorizer(connection_id) {
-        context.insert("authorizer".into(), Value::Object(authorizer));
-    }
-}
-
-/// The verdict kept with the connection, if it is one (another `$connect` plugin may
-/// have kept something else there: only an object with a `principalId` counts).
-fn stored_authorizer(connection_id: &str) -> Option<Map<String, Value>> {
-    let stored = connections::get_context(connection_id).ok()??;
-    match serde_json::from_str::<Value>(&stored) {
-        Ok(Value::Object(map)) if map.contains_key("principalId") => Some(map),
-        _ => None,
     }
 }
 

@@ -34,8 +34,8 @@ pub fn post(url: &str, headers: &[(String, String)], body: Vec<u8>) -> Result<Re
 
 /// POSTs `event` as JSON (see [`post`]). Serialized straight into the body: `to_string`
 /// would go through the formatting machinery, a measurable part of each message's cost.
-pub fn post_json(url: &str, event: &serde_json::Value) -> Result<Response, Failure> {
-    let body = serde_json::to_vec(event).expect("a JSON value always serializes");
+pub fn post_json(url: &str, event: &impl serde::Serialize) -> Result<Response, Failure> {
+    let body = serde_json::to_vec(event).expect("events serialize: string keys, no floats");
     post(
         url,
         &[("content-type".into(), "application/json".into())],

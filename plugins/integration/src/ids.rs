@@ -28,6 +28,12 @@ pub fn aws() -> String {
     STANDARD.encode(random::<11>())
 }
 
+/// Two AWS-style ids (a request's and a message's) from one draw of random bytes.
+pub fn aws_pair() -> (String, String) {
+    let bytes = random::<22>();
+    (STANDARD.encode(&bytes[..11]), STANDARD.encode(&bytes[11..]))
+}
+
 /// Crockford's base32 alphabet, in ASCII order so that ids sort like their values.
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 

@@ -16,13 +16,15 @@
 //!
 //! The config is read once per instance (it cannot change under a running instance: a
 //! new config comes with new instances); the only per-connection state (an
-//! authorizer's verdict) lives in the connection's context, never in the instance.
+//! authorizer's verdict) lives in the connection's context. An instance keeps only a
+//! bounded copy of what never changes while a connection is open (`facts`).
 
 mod authorizer;
 mod aws;
 mod backend;
 mod clock;
 mod config;
+mod facts;
 mod failure;
 mod headers;
 mod ids;
@@ -54,30 +56,41 @@ fn config(event: &str) -> Option<&'static Config> {
     }
 }
 
+/// What the gateway knows of connection `id`, or `None` (logged) if it is gone.
+pub(crate) fn known_connection(id: &str) -> Option<ConnectionInfo> {
+    connections::get_info(id)
+        .map_err(|err| {
+            log::debug(&format!(
+                "integration: no info for connection {id} ({err:?}); sending the event without it"
+            ));
+        })
+        .ok()
+}
+
 /// What the gateway knows of connection `id`. A later event may find it gone (closed
 /// in the meantime); the event still goes to the backend, with the facts left empty.
 pub(crate) fn connection(id: &str) -> ConnectionInfo {
-    connections::get_info(id).unwrap_or_else(|err| {
-        log::debug(&format!(
-            "integration: no info for connection {id} ({err:?}); sending the event without it"
-        ));
-        ConnectionInfo {
-            id: id.to_owned(),
-            tenant: String::new(),
-            route: String::new(),
-            path: String::new(),
-            uri: String::new(),
-            headers: Vec::new(),
-            path_params: Vec::new(),
-            query_params: Vec::new(),
-            source_ip: String::new(),
-            user_agent: None,
-            requested_subprotocols: Vec::new(),
-            subprotocol: None,
-            connected_at: 0,
-            last_active_at: 0,
-        }
-    })
+    known_connection(id).unwrap_or_else(|| unknown_connection(id))
+}
+
+/// A connection the gateway no longer knows: its id and nothing else.
+pub(crate) fn unknown_connection(id: &str) -> ConnectionInfo {
+    ConnectionInfo {
+        id: id.to_owned(),
+        tenant: String::new(),
+        route: String::new(),
+        path: String::new(),
+        uri: String::new(),
+        headers: Vec::new(),
+        path_params: Vec::new(),
+        query_params: Vec::new(),
+        source_ip: String::new(),
+        user_agent: None,
+        requested_subprotocols: Vec::new(),
+        subprotocol: None,
+        connected_at: 0,
+        last_active_at: 0,
+    }
 }
 
 impl Plugin for Integration {
@@ -115,4 +128,5 @@ impl Plugin for Integration {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
 wsgate_sdk::export!(Integration);

@@ -120,6 +120,8 @@ label_enum! {
         SetContext => "set_context",
         /// `connections.get-context`.
         GetContext => "get_context",
+        /// `http-client.send`.
+        HttpSend => "http_send",
     }
 }
 
@@ -193,7 +195,7 @@ mod tests {
 
     #[test]
     fn names_are_listed_once_in_order() {
-        assert_eq!(Import::ALL.len(), 10);
+        assert_eq!(Import::ALL.len(), 11);
         for (i, import) in Import::ALL.iter().enumerate() {
             assert_eq!(import.index(), i);
         }

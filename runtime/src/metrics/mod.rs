@@ -8,7 +8,7 @@ mod labels;
 
 pub use labels::{AuthFailure, FailureKind, Import, Limit, Outcome};
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -409,6 +409,8 @@ impl Metrics {
             plugin: plugin.to_owned(),
             host_calls,
             events,
+            outbound: Default::default(),
+            outbound_seconds: OnceLock::new(),
             all: self.clone(),
         }
     }
@@ -566,6 +568,11 @@ pub struct PluginMetrics {
     host_calls: Vec<Counter>,
     /// One histogram per event kind, indexed by [`EventKind`].
     events: [Histogram; 3],
+    /// Outbound calls by outcome (indexed like [`Outcome::ALL`]) and their durations,
+    /// resolved at first use: a plugin that never calls out shows no such series, and
+    /// one that does pays no label lookup per call.
+    outbound: [OnceLock<Counter>; Outcome::ALL.len()],
+    outbound_seconds: OnceLock<Histogram>,
     all: Arc<Metrics>,
 }
 
@@ -599,22 +606,29 @@ impl PluginMetrics {
 
     /// Counts an outbound HTTP call that ended with `outcome` after `seconds`.
     pub fn outbound(&self, outcome: Outcome, seconds: f64) {
-        let name = PluginName {
-            tenant: self.tenant.clone(),
-            plugin: self.plugin.clone(),
-        };
-        self.all
-            .outbound
-            .get_or_create(&OutboundLabels {
-                tenant: name.tenant.clone(),
-                plugin: name.plugin.clone(),
-                outcome,
+        self.outbound[outcome as usize]
+            .get_or_init(|| {
+                self.all
+                    .outbound
+                    .get_or_create(&OutboundLabels {
+                        tenant: self.tenant.clone(),
+                        plugin: self.plugin.clone(),
+                        outcome,
+                    })
+                    .clone()
             })
             .inc();
         if outcome != Outcome::Denied {
-            self.all
-                .outbound_seconds
-                .get_or_create(&name)
+            self.outbound_seconds
+                .get_or_init(|| {
+                    self.all
+                        .outbound_seconds
+                        .get_or_create(&PluginName {
+                            tenant: self.tenant.clone(),
+                            plugin: self.plugin.clone(),
+                        })
+                        .clone()
+                })
                 .observe(seconds);
         }
     }

@@ -143,7 +143,7 @@ mod tests {
 
     use super::*;
     use crate::config::Access;
-    use crate::plugin::bindings::wsgate::plugin::{config, connections, log, types};
+    use crate::plugin::bindings::wsgate::plugin::{config, connections, http_client, log, types};
     use crate::plugin::connections_impl::tests::state;
     use crate::registry::LocalRegistry;
 
@@ -170,6 +170,18 @@ mod tests {
             host.get_all().await.is_ok(),
             host.set_context("x".into(), String::new()).await.is_ok(),
             host.get_context("x".into()).await.is_ok(),
+            // Refused (the plugin is granted no origin), but a call all the same.
+            http_client::Host::send(
+                host,
+                http_client::Request {
+                    method: "GET".into(),
+                    url: "http://127.0.0.1:9/".into(),
+                    headers: Vec::new(),
+                    body: None,
+                },
+            )
+            .await
+            .is_ok(),
         ]
     }
 
@@ -178,21 +190,25 @@ mod tests {
         let mut state = state(Arc::new(LocalRegistry::default()), Access::Tenant, "");
         let metrics = state.scope.metrics.all().clone();
         let mut host = HostCall::new(&mut state);
-        // Two rounds of the ten imports: 20 calls, the whole budget of 20.
-        for _ in 0..2 {
-            assert!(call_every_import(&mut host).await.iter().all(|ok| *ok));
+        // One round of the eleven imports and nine logs: the whole budget of 20.
+        assert!(call_every_import(&mut host).await.iter().all(|ok| *ok));
+        for _ in 0..9 {
+            log::Host::log(&mut host, log::Level::Debug, "x".into())
+                .await
+                .unwrap();
         }
         assert_eq!(host.state.budget.host_calls(), 20);
         let text = metrics.encode();
         for import in Import::ALL {
+            let calls = if *import == Import::Log { 10 } else { 1 };
             let series = format!(
-                r#"wsgate_plugin_host_calls_total{{tenant="t",plugin="p",import="{import}"}} 2"#
+                r#"wsgate_plugin_host_calls_total{{tenant="t",plugin="p",import="{import}"}} {calls}"#
             );
             assert!(text.contains(&series), "{series} missing from:\n{text}");
         }
         // Past the budget, every import traps, whichever it is.
-        let third = call_every_import(&mut host).await;
-        assert_eq!(third, [false; 10]);
+        let past = call_every_import(&mut host).await;
+        assert_eq!(past, [false; 11]);
         let trap = host.enter(Import::Log).err().unwrap();
         assert!(
             trap.to_string().contains("limit of 20 host calls"),

@@ -11,7 +11,14 @@ pub const WIT_PACKAGE: &str = "wsgate:plugin";
 const WORLD_WIT: &str = include_str!("../../../wit/world.wit");
 
 /// The interfaces of the package: what a plugin may import (all but `handler`) and export.
-const WIT_INTERFACES: &[&str] = &["types", "connections", "log", "config", "handler"];
+const WIT_INTERFACES: &[&str] = &[
+    "types",
+    "connections",
+    "log",
+    "config",
+    "http-client",
+    "handler",
+];
 
 /// The WASI 0.2 packages the gateway links (`wasmtime_wasi::p2` and wasi:http's outgoing
 /// handler). Their contexts grant nothing but clocks, random numbers, stdout and stderr

@@ -39,8 +39,12 @@ pub const HEAVY_COMPUTE: Duration = Duration::from_millis(3);
 /// really computes still passes it 30 ms into its first event, and 3 ms into later ones.
 pub const HEAVY_COMPUTE_FIRST_EVENT: Duration = Duration::from_millis(30);
 
-/// What the first poll of an event may add to its compute: two ticks (see [`metered`]).
+/// What a poll measured on the monotonic clock may add to its event's compute when it
+/// is not short: two ticks (see [`metered`]).
 const FIRST_POLL_CAP: Duration = EPOCH_TICK.saturating_mul(2);
+
+/// A poll shorter than this on the monotonic clock counts as it is (see [`metered`]).
+const SHORT_POLL: Duration = Duration::from_micros(250);
 
 /// Runs `call`, an event's call into the guest, measuring the guest's compute, and
 /// marks the plugin heavy as soon as that passes [`HEAVY_COMPUTE`] (unless the event
@@ -62,12 +66,16 @@ const FIRST_POLL_CAP: Duration = EPOCH_TICK.saturating_mul(2);
 /// the fiber suspends, so all of a poll's work is on that one thread (a fiber switches
 /// stacks, not threads), while between polls, where the task may move to another
 /// worker, nothing is measured. The CPU clock is a system call, though (0.3–0.4 µs on
-/// the 2-core test machine, as much as a whole echo call), so the first poll of an
-/// event, which is all of a quick event, is measured with the monotonic clock (vDSO,
-/// ~40 ns) and counted at most [`FIRST_POLL_CAP`]: the epoch deadline is one tick
-/// ahead when the call starts, so the first poll ends at the first tick at the latest
-/// and holds at most about a tick of compute; anything beyond the cap is the OS running
-/// someone else. Only events that outlive their first poll pay for the CPU clock.
+/// the 2-core test machine, as much as a whole echo call, and two per poll), so polls
+/// are measured with the monotonic clock (vDSO, ~40 ns) for as long as they are short:
+/// a poll under [`SHORT_POLL`] counts as it is (the OS can have run someone else in it
+/// for less than that, and a quick event has a handful of polls: an echo one, an HTTP
+/// call three), so a quick event, waits on backends included, never reads the CPU
+/// clock. The first poll that is not short counts at most [`FIRST_POLL_CAP`] (the epoch
+/// deadline is one tick ahead when a poll starts, so a poll holds at most about a tick
+/// of compute; anything beyond the cap is the OS running someone else), and every later
+/// poll of the event is measured with the CPU clock. A guest cannot hide compute in
+/// short polls: they count in full.
 pub async fn metered<F: Future>(scope: &PluginScope, first_event: bool, call: F) -> F::Output {
     let heavy = if first_event {
         HEAVY_COMPUTE_FIRST_EVENT
@@ -93,35 +101,39 @@ pub async fn metered<F: Future>(scope: &PluginScope, first_event: bool, call: F)
 /// The compute of one event so far.
 #[derive(Default)]
 struct Meter {
-    /// Polls started.
-    polls: u32,
     /// Compute measured.
     compute: Duration,
+    /// Whether a poll was not short, so that polls are measured with the CPU clock.
+    cpu_clock: bool,
     /// Whether this event marked its plugin heavy already.
     marked: bool,
 }
 
 /// A poll's start, on the clock that measures it.
 enum Clock {
-    /// The first poll: the monotonic clock.
+    /// While every poll was short: the monotonic clock.
     Wall(Instant),
-    /// Later polls: the thread's CPU clock.
+    /// After one was not: the thread's CPU clock.
     Cpu(Duration),
 }
 
 impl Meter {
     fn start(&mut self) -> Clock {
-        self.polls += 1;
-        if self.polls == 1 {
-            Clock::Wall(Instant::now())
-        } else {
-            Clock::Cpu(thread_cpu_time())
+        match self.cpu_clock {
+            false => Clock::Wall(Instant::now()),
+            true => Clock::Cpu(thread_cpu_time()),
         }
     }
 
     fn stop(&mut self, clock: Clock) {
         self.compute += match clock {
-            Clock::Wall(start) => start.elapsed().min(FIRST_POLL_CAP),
+            Clock::Wall(start) => {
+                let wall = start.elapsed();
+                if wall >= SHORT_POLL {
+                    self.cpu_clock = true;
+                }
+                wall.min(FIRST_POLL_CAP)
+            }
             Clock::Cpu(start) => thread_cpu_time().saturating_sub(start),
         };
     }
@@ -276,6 +288,41 @@ mod tests {
         // One poll of real compute is capped too: only the CPU clock counts in full.
         metered(&scope, false, async { burn(Duration::from_millis(5)) }).await;
         assert!(!is_heavy(&scope));
+    }
+
+    /// Short polls are measured on the monotonic clock and count in full; the first one
+    /// that is not short counts at most two ticks, and the CPU clock measures every later
+    /// poll, so time off the CPU is not compute from then on.
+    #[test]
+    fn short_polls_skip_the_cpu_clock_and_a_long_one_switches_to_it() {
+        let mut meter = Meter::default();
+        for _ in 0..5 {
+            let clock = meter.start();
+            assert!(matches!(clock, Clock::Wall(_)));
+            meter.stop(clock);
+        }
+        assert!(!meter.cpu_clock);
+        let quick = meter.compute;
+        assert!(quick < SHORT_POLL * 5, "{quick:?}");
+        let clock = meter.start();
+        std::thread::sleep(FIRST_POLL_CAP * 3);
+        meter.stop(clock);
+        assert!(meter.cpu_clock);
+        assert!(
+            meter.compute <= quick + FIRST_POLL_CAP,
+            "{:?}",
+            meter.compute
+        );
+        let counted = meter.compute;
+        let clock = meter.start();
+        assert!(matches!(clock, Clock::Cpu(_)));
+        std::thread::sleep(FIRST_POLL_CAP * 3);
+        meter.stop(clock);
+        assert!(
+            meter.compute - counted < FIRST_POLL_CAP,
+            "a sleep counted as compute: {:?}",
+            meter.compute - counted
+        );
     }
 
     /// An instance's first event pays its one-off costs (fresh memory, lazy start-up):

@@ -11,12 +11,12 @@
 //! - `grants`: what a plugin may reach ([`Grants`]).
 //! - `quota`: a tenant's caps on instances in use and on memory across its instances.
 //! - `call`: the wrapper every import goes through (budget, metrics).
-//! - `connections_impl`, `log_impl`, `config_impl`: the host API, one file per WIT
-//!   interface.
+//! - `connections_impl`, `log_impl`, `config_impl`, `http_client_impl`: the host API,
+//!   one file per WIT interface.
 //! - `convert`: WIT types to and from the runtime's.
 //! - `output`: guest stdout/stderr into the log.
-//! - `outbound`: plugins' HTTP calls (`wasi:http`): the allow-list, the pooled client,
-//!   caps and timeouts.
+//! - `outbound`: plugins' HTTP calls (`wasi:http`, and `http-client` through the same
+//!   path): the allow-list, the pooled client, caps and timeouts.
 //! - `wait`: a guest's waits (`wasi:io/poll`, wrapped): waiting is not computing.
 //! - `cache`, `function_cache`: compiled components on disk; shared functions compiled
 //!   once while loading.
@@ -38,6 +38,7 @@ mod epoch;
 mod function_cache;
 mod grants;
 mod heavy;
+mod http_client_impl;
 mod loader;
 mod log_impl;
 mod outbound;

@@ -38,14 +38,7 @@ pub struct WaitLimit(pub Duration);
 /// Links the wrapped `wasi:io/poll` over the one wasmtime-wasi linked.
 pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let linked = poll::add_to_linker::<HostState, Waits>(linker, |state| Waiter {
-        table: &mut state.table,
-        event: &mut state.event,
-        place: &mut state.place,
-        waiting: &mut state.waiting,
-        cpu: &state.turn,
-        scope: &state.scope,
-    });
+    let linked = poll::add_to_linker::<HostState, Waits>(linker, |state| Waiter::of(state));
     linker.allow_shadowing(false);
     linked
 }
@@ -66,6 +59,21 @@ pub struct Waiter<'a> {
     scope: &'a std::sync::Arc<PluginScope>,
 }
 
+impl<'a> Waiter<'a> {
+    /// The store's state as a wait sees it: for the poll wrapper, and for a host call
+    /// that waits itself (`http-client.send`).
+    pub fn of(state: &'a mut HostState) -> Waiter<'a> {
+        Waiter {
+            table: &mut state.table,
+            event: &mut state.event,
+            place: &mut state.place,
+            waiting: &mut state.waiting,
+            cpu: &state.turn,
+            scope: &state.scope,
+        }
+    }
+}
+
 impl Waiter<'_> {
     /// Whether this plugin's waits are accounted (it may call out).
     fn accounted(&self) -> bool {
@@ -74,7 +82,7 @@ impl Waiter<'_> {
 
     /// Gives back the CPU permit and trades the instance place for a waiting place,
     /// if one is free (otherwise the event keeps its place: it is still bounded).
-    fn begin(&mut self) -> Instant {
+    pub fn begin(&mut self) -> Instant {
         self.cpu.lock().unwrap_or_else(|e| e.into_inner()).take();
         if self.place.is_some()
             && let Some(reach) = &self.scope.outbound.reach
@@ -88,7 +96,7 @@ impl Waiter<'_> {
 
     /// Moves the CPU deadline out by the time waited and takes an instance place
     /// again, by the end of the event's waits at the latest.
-    async fn end(&mut self, started: Instant) -> wasmtime::Result<()> {
+    pub async fn end(&mut self, started: Instant) -> wasmtime::Result<()> {
         if self.place.is_none() {
             let take = Turn::take(&self.scope.instances, &self.scope.quota.instances);
             match tokio::time::timeout_at((self.event.waits_until + MARGIN).into(), take).await {

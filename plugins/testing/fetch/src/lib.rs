@@ -8,6 +8,7 @@
 //! | `{"op":"raw","scheme":"http","authority":"user@127.0.0.1:1","path":"/x","host_header":"evil:80"}` | `{"status":N}`, `{"error":"<ErrorCode debug>"}` or `{"header_error":"<HeaderError debug>"}` |
 //! | `{"op":"many","url":"http://…","count":N}` | `{"ok":k,"errors":["<variant>: <display>",…]}` |
 //! | `{"op":"spin","ms":N}` | `{"spun":N}` after burning N ms of CPU |
+//! | `{"op":"direct","method":"GET","url":"…","headers":[["n","v"]],"body":"text"}` | `{"status":N,"body":"…"}` or `{"error":"<variant>","detail":"…"}` |
 //!
 //! `http` goes through `wsgate_sdk::http` (`method` defaults to GET; `headers` and `body`
 //! are optional, and `"repeat":N` sends the body N times over, for bodies larger than a
@@ -18,11 +19,16 @@
 //! (when the host refuses it, nothing is sent). In `many`, a non-2xx answer counts as an
 //! error `status N`. Anything else, JSON or not, answers `{"error":"bad command"}`.
 //!
+//! `direct` calls `wsgate:plugin/http-client.send` itself with exactly that method, URL
+//! and headers (`<variant>` is the WIT error case, e.g. `invalid-header`), bypassing the
+//! SDK's checks; a header `["n","v",N]` has the value `v` repeated N times. With the plugin config `via = "wasi"`, every SDK request (`http`,
+//! `many` and the connect check) goes through `wasi:http` instead of `http-client`.
+//!
 //! On connect, `?check=<url>` GETs the URL: 2xx accepts, another status rejects with 403,
 //! a failed call rejects with 502 and `<variant>: <display>` as the body.
 
 use serde_json::{Value, json};
-use wsgate_sdk::http::{self, Error, Method, Request};
+use wsgate_sdk::http::{Error, Method, Request};
 use wsgate_sdk::{ConnectResponse, ConnectionInfo, Message, MessageEvent, Plugin};
 
 /// The fetch handler.
@@ -33,7 +39,7 @@ impl Plugin for Fetch {
         let Some(url) = info.query_param("check") else {
             return ConnectResponse::accept();
         };
-        match http::get(url) {
+        match new_request(Method::Get, url).send() {
             Ok(response) if response.is_success() => ConnectResponse::accept(),
             Ok(response) => {
                 ConnectResponse::reject(403, format!("check answered {}", response.status))
@@ -72,7 +78,7 @@ fn run(command: &Value) -> Option<Value> {
             let mut ok = 0;
             let mut errors = Vec::new();
             for _ in 0..count {
-                match http::get(url) {
+                match new_request(Method::Get, url).send() {
                     Ok(response) if response.is_success() => ok += 1,
                     Ok(response) => errors.push(format!("status {}", response.status)),
                     Err(error) => errors.push(describe(&error)),
@@ -80,6 +86,7 @@ fn run(command: &Value) -> Option<Value> {
             }
             Some(json!({"ok": ok, "errors": errors}))
         }
+        "direct" => direct(command),
         "spin" => {
             let ms = command.get("ms")?.as_u64()?;
             spin(ms);
@@ -87,6 +94,59 @@ fn run(command: &Value) -> Option<Value> {
         }
         _ => None,
     }
+}
+
+/// A request through the transport the plugin config names.
+fn new_request(method: Method, url: &str) -> Request {
+    let request = Request::new(method, url);
+    match wsgate_sdk::config::get("via").as_deref() {
+        Some("wasi") => request.via_wasi_http(),
+        _ => request,
+    }
+}
+
+/// `http-client.send` with the command's parts as they are.
+fn direct(command: &Value) -> Option<Value> {
+    use wsgate_sdk::bindings::wsgate::plugin::http_client::{self, Error as E};
+    let mut headers = Vec::new();
+    for pair in command
+        .get("headers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = pair.get(0)?.as_str()?.to_owned();
+        let repeat = pair.get(2).and_then(Value::as_u64).unwrap_or(1);
+        let value = pair.get(1)?.as_str()?.repeat(usize::try_from(repeat).ok()?);
+        headers.push((name, value.into_bytes()));
+    }
+    let request = http_client::Request {
+        method: command.get("method")?.as_str()?.to_owned(),
+        url: command.get("url")?.as_str()?.to_owned(),
+        headers,
+        body: command
+            .get("body")
+            .and_then(Value::as_str)
+            .map(|b| b.as_bytes().to_vec()),
+    };
+    Some(match http_client::send(&request) {
+        Ok(response) => json!({
+            "status": response.status,
+            "body": String::from_utf8_lossy(&response.body),
+        }),
+        Err(error) => {
+            let (variant, detail) = match error {
+                E::InvalidUrl(why) => ("invalid-url", why),
+                E::InvalidHeader(why) => ("invalid-header", why),
+                E::Denied => ("denied", String::new()),
+                E::Timeout => ("timeout", String::new()),
+                E::Unreachable(why) => ("unreachable", why),
+                E::TooLarge => ("too-large", String::new()),
+                E::Failed(why) => ("failed", why),
+            };
+            json!({"error": variant, "detail": detail})
+        }
+    })
 }
 
 fn http_op(command: &Value) -> Option<Value> {
@@ -104,7 +164,7 @@ fn http_op(command: &Value) -> Option<Value> {
         "OPTIONS" => Method::Options,
         _ => return None,
     };
-    let mut request = Request::new(method, command.get("url")?.as_str()?);
+    let mut request = new_request(method, command.get("url")?.as_str()?);
     for pair in command
         .get("headers")
         .and_then(Value::as_array)

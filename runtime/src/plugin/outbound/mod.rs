@@ -62,6 +62,14 @@ pub struct Reach {
     max_body: u64,
 }
 
+impl Reach {
+    /// When a call starting now must end: `outbound_timeout` from now, and never after
+    /// the end of the event's waits.
+    pub fn deadline(&self, waits_until: Instant) -> Instant {
+        (Instant::now() + self.timeout).min(waits_until)
+    }
+}
+
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbound")
@@ -117,11 +125,14 @@ impl Outbound {
     }
 
     /// The `Host` header for a request the grant allows, or why it is refused.
-    fn check(&self, request: &http::Request<WasiBody>) -> Result<HeaderValue, String> {
+    pub(crate) fn check(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+    ) -> Result<HeaderValue, String> {
         let Some(reach) = &self.reach else {
             return Err("the plugin has no allowed_outbound_hosts".into());
         };
-        let uri = request.uri();
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -133,7 +144,7 @@ impl Outbound {
         if authority.as_str().contains('@') {
             return Err("userinfo (user@) in the authority is refused".into());
         }
-        if request.method() == http::Method::CONNECT {
+        if method == http::Method::CONNECT {
             return Err("CONNECT is refused".into());
         }
         let host = authority.host().to_ascii_lowercase();
@@ -145,7 +156,7 @@ impl Outbound {
     }
 
     /// Logs a refused request, at most once a second per plugin, and counts it.
-    fn denied(&self, request: &http::Request<WasiBody>, why: &str) {
+    pub(crate) fn denied(&self, method: &http::Method, uri: &http::Uri, why: &str) {
         self.metrics.outbound(Outcome::Denied, 0.0);
         let now = now_ms();
         let last = self.denial_logged_ms.load(Ordering::Relaxed);
@@ -155,12 +166,11 @@ impl Outbound {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            let uri = request.uri();
             // The query may carry secrets: the log gets scheme, authority and path.
             tracing::warn!(
                 tenant = %self.tenant,
                 plugin = %self.plugin,
-                method = %request.method(),
+                method = %method,
                 url = %format_args!("{}://{}{}", uri.scheme_str().unwrap_or("?"), uri.authority().map_or("", |a| a.as_str()), uri.path()),
                 "outbound HTTP call refused: {why}; grant the origin in the plugin's allowed_outbound_hosts"
             );
@@ -169,7 +179,7 @@ impl Outbound {
 
     /// Sends a checked request: waits for a place, then for the answer's head, all by
     /// `deadline`.
-    async fn send(
+    pub(crate) async fn send(
         self: Arc<Self>,
         mut request: http::Request<WasiBody>,
         host: HeaderValue,
@@ -297,16 +307,19 @@ impl WasiHttpHooks for Hooks {
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Sent {
         let outbound = self.outbound.clone();
-        let (host, reach) = match (outbound.check(&request), &outbound.reach) {
+        let (host, reach) = match (
+            outbound.check(request.method(), request.uri()),
+            &outbound.reach,
+        ) {
             (Ok(host), Some(reach)) => (host, reach),
             (Err(why), _) => {
-                outbound.denied(&request, &why);
+                outbound.denied(request.method(), request.uri(), &why);
                 return Box::new(async { Err(Error::HttpRequestDenied) });
             }
             (Ok(_), None) => unreachable!("check refuses every request without a grant"),
         };
         // The guest's own timeouts (request options) are ignored: ours bound the call.
-        let deadline = (Instant::now() + reach.timeout).min(self.waits_until);
+        let deadline = reach.deadline(self.waits_until);
         let runtime = reach.runtime.clone();
         let open = self.open.clone();
         let task = runtime.spawn(outbound.send(request, host, deadline.into(), open));
