@@ -216,7 +216,7 @@ async fn a_slow_backend_is_waited_for_and_a_hanging_one_is_cut_at_the_outbound_t
             hold: true,
             ..Reply::ok("never")
         },
-        _ => Reply::ok(format!("fast {}", seen.uri)),
+        _ => Reply::ok(format!("fast {}", seen.uri)).header("connection", "close"),
     })
     .await;
     // The CPU limit is the default 100 ms; the waits may take 3 s.
@@ -249,6 +249,17 @@ async fn a_slow_backend_is_waited_for_and_a_hanging_one_is_cut_at_the_outbound_t
     let failure = recv_json(&mut client).await;
     assert_eq!(failure["message"], "Internal server error", "{failure}");
     backend.release(1);
+
+    // That spin marked the plugin CPU-heavy: its events now run on the low-priority
+    // lane, and a call from there that needs a new connection (this backend closes each
+    // one after its answer) still goes out.
+    let answer = command(&mut client, get(&backend.url("/from-the-lane"))).await;
+    assert_eq!(answer["body"], "fast /from-the-lane", "{answer}");
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"wsgate_plugin_heavy_events_total{tenant="t",plugin="fetch"}"#),
+        "the call did not run on the lane:\n{metrics}"
+    );
 }
 
 async fn waiting_events_leave_instances_and_order_to_the_route_s_other_connections(via: Via) {
@@ -468,10 +479,15 @@ async fn the_one_call_client_refuses_hostile_requests_itself() {
         (
             direct("GET", "/relative".into(), json!([])),
             "invalid-url",
-            "",
+            "absolute",
         ),
         (
             direct("CONNECT", format!("http://{g}/"), json!([])),
+            "denied",
+            "",
+        ),
+        (
+            direct("connect", format!("http://{g}/"), json!([])),
             "denied",
             "",
         ),
@@ -513,7 +529,7 @@ async fn the_one_call_client_refuses_hostile_requests_itself() {
     let metrics = gateway.metrics().await;
     assert!(
         metrics.contains(
-            r#"wsgate_outbound_requests_total{tenant="t",plugin="fetch",outcome="denied"} 2"#
+            r#"wsgate_outbound_requests_total{tenant="t",plugin="fetch",outcome="denied"} 3"#
         ),
         "{metrics}"
     );

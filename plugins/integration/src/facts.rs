@@ -16,9 +16,16 @@ use wsgate_sdk::{ConnectionInfo, connections};
 
 use crate::config::Config;
 
-/// At most this many connections are remembered per instance (a few hundred bytes
-/// each); past it the cache starts afresh.
+/// At most this many connections are remembered per instance; past it the cache
+/// starts afresh.
 const CAPACITY: usize = 4096;
+
+/// And at most this many bytes of their facts (a client chooses its `User-Agent`, and an
+/// authorizer its verdict, up to 8 KiB): an instance's memory stays about what it was.
+const CAPACITY_BYTES: usize = 512 * 1024;
+
+/// Facts larger than this are not remembered (read from the host at each event).
+const MAX_ENTRY_BYTES: usize = 4 * 1024;
 
 /// A connection's facts as events of the `aws` shape use them.
 #[derive(Debug, Default)]
@@ -45,6 +52,18 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// About how many bytes the facts hold.
+    fn bytes(&self) -> usize {
+        self.stage.len()
+            + self.api_id.len()
+            + self.domain_name.len()
+            + self.management_endpoint.len()
+            + self.source_ip.len()
+            + self.user_agent.as_ref().map_or(0, String::len)
+            + self.authorizer.as_ref().map_or(0, |a| a.get().len())
+            + std::mem::size_of::<Facts>()
+    }
+
     /// The facts of a handshake under `config`, with no verdict yet.
     pub fn of(config: &Config, info: &ConnectionInfo) -> Facts {
         let stage = config.stage(&info.tenant);
@@ -66,10 +85,12 @@ impl Facts {
     }
 }
 
-/// Connections' facts by id, at most `capacity` of them.
+/// Connections' facts by id: at most `capacity` of them, `capacity_bytes` in all.
 struct Known {
     facts: HashMap<String, Rc<Facts>>,
+    bytes: usize,
     capacity: usize,
+    capacity_bytes: usize,
 }
 
 impl Known {
@@ -77,29 +98,44 @@ impl Known {
         self.facts.get(id).cloned()
     }
 
-    /// Keeps `facts`; when full, forgets every other connection first (they are read
-    /// from the host again at their next event).
+    /// Keeps `facts` unless they are larger than [`MAX_ENTRY_BYTES`]; when full,
+    /// forgets every other connection first (they are read from the host again at
+    /// their next event).
     fn insert(&mut self, id: &str, facts: Rc<Facts>) {
-        if self.facts.len() >= self.capacity {
-            self.facts.clear();
+        let bytes = id.len() + facts.bytes();
+        if bytes > MAX_ENTRY_BYTES {
+            return;
         }
-        self.facts.insert(id.to_owned(), facts);
+        if self.facts.len() >= self.capacity || self.bytes + bytes > self.capacity_bytes {
+            self.facts.clear();
+            self.bytes = 0;
+        }
+        if let Some(old) = self.facts.insert(id.to_owned(), facts) {
+            self.bytes -= id.len() + old.bytes();
+        }
+        self.bytes += bytes;
     }
 
     fn remove(&mut self, id: &str) {
-        self.facts.remove(id);
+        if let Some(old) = self.facts.remove(id) {
+            self.bytes -= id.len() + old.bytes();
+        }
     }
 }
 
 thread_local! {
     static KNOWN: RefCell<Known> = RefCell::new(Known {
         facts: HashMap::new(),
+        bytes: 0,
         capacity: CAPACITY,
+        capacity_bytes: CAPACITY_BYTES,
     });
 }
 
 /// The facts of connection `id`: remembered, or read from the host. A connection the
-/// host no longer knows (closed meanwhile) gets empty facts, which are not remembered.
+/// host no longer knows (closed meanwhile) gets empty facts, and facts read while the
+/// host could not answer for the context (a cluster's Redis timing out) lack the
+/// verdict: neither is remembered.
 pub fn of(config: &Config, id: &str) -> Rc<Facts> {
     if let Some(facts) = KNOWN.with_borrow(|known| known.get(id)) {
         return facts;
@@ -107,11 +143,17 @@ pub fn of(config: &Config, id: &str) -> Rc<Facts> {
     let Some(info) = crate::known_connection(id) else {
         return Rc::new(Facts::of(config, &crate::unknown_connection(id)));
     };
+    let (authorizer, complete) = match stored_authorizer(id) {
+        Ok(authorizer) => (authorizer, true),
+        Err(()) => (None, false),
+    };
     let facts = Rc::new(Facts {
-        authorizer: stored_authorizer(id),
+        authorizer,
         ..Facts::of(config, &info)
     });
-    KNOWN.with_borrow_mut(|known| known.insert(id, facts.clone()));
+    if complete {
+        KNOWN.with_borrow_mut(|known| known.insert(id, facts.clone()));
+    }
     facts
 }
 
@@ -122,26 +164,66 @@ pub fn forget(id: &str) {
 
 /// The verdict kept with the connection, if it is one (another `$connect` plugin may
 /// have kept something else there: only an object with a `principalId` counts).
-fn stored_authorizer(connection_id: &str) -> Option<Box<RawValue>> {
-    let stored = connections::get_context(connection_id).ok()??;
-    match serde_json::from_str::<Value>(&stored) {
+/// `Err` when the host could not say.
+fn stored_authorizer(connection_id: &str) -> Result<Option<Box<RawValue>>, ()> {
+    let stored = match connections::get_context(connection_id) {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return Ok(None),
+        Err(err) => {
+            wsgate_sdk::log::warn(&format!(
+                "integration (aws): the context of connection {connection_id} could not be \
+                 read ({err:?}); this event goes without the authorizer's verdict"
+            ));
+            return Err(());
+        }
+    };
+    Ok(match serde_json::from_str::<Value>(&stored) {
         Ok(Value::Object(map)) if map.contains_key("principalId") => {
             RawValue::from_string(stored).ok()
         }
         _ => None,
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn known(capacity: usize, capacity_bytes: usize) -> Known {
+        Known {
+            facts: HashMap::new(),
+            bytes: 0,
+            capacity,
+            capacity_bytes,
+        }
+    }
+
+    fn with_agent(agent_bytes: usize) -> Rc<Facts> {
+        Rc::new(Facts {
+            user_agent: Some("a".repeat(agent_bytes)),
+            ..Facts::default()
+        })
+    }
+
+    #[test]
+    fn the_cache_never_holds_more_than_its_bytes_and_skips_large_facts() {
+        let mut known = known(1000, 8 * 1024);
+        for i in 0..100 {
+            known.insert(&format!("c{i}"), with_agent(1000));
+            let held: usize = known.facts.iter().map(|(id, f)| id.len() + f.bytes()).sum();
+            assert_eq!(held, known.bytes);
+            assert!(known.bytes <= 8 * 1024, "{} bytes held", known.bytes);
+        }
+        known.insert("huge", with_agent(MAX_ENTRY_BYTES));
+        assert!(known.get("huge").is_none(), "large facts are not kept");
+        known.remove("c99");
+        let held: usize = known.facts.iter().map(|(id, f)| id.len() + f.bytes()).sum();
+        assert_eq!(held, known.bytes);
+    }
+
     #[test]
     fn the_cache_never_holds_more_than_its_capacity() {
-        let mut known = Known {
-            facts: HashMap::new(),
-            capacity: 3,
-        };
+        let mut known = known(3, usize::MAX);
         for i in 0..10 {
             let id = format!("c{i}");
             known.insert(

@@ -14,22 +14,13 @@ use super::call::HostCall;
 use super::wait::Waiter;
 use crate::metrics::Import;
 
-/// Request headers a plugin may not set: `host` is written from the checked URL, the
-/// length is the body's, and hop-by-hop headers belong to the gateway's connection.
-const FORBIDDEN: &[&str] = &[
-    "host",
-    "content-length",
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "http2-settings",
-];
+/// Whether a plugin may not set request header `name`: those `wasi:http` refuses
+/// (`host`, written from the checked URL, and the hop-by-hop ones, which belong to the
+/// gateway's connection), and the length, which is the body's.
+fn forbidden(name: &HeaderName) -> bool {
+    *name == http::header::CONTENT_LENGTH
+        || wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS.contains(name)
+}
 
 /// At most this many bytes of request header names and values in one request, as
 /// wasi:http's own field limit bounds a `wasi:http` request's headers.
@@ -57,14 +48,9 @@ impl http_client::Host for HostCall<'_> {
         let open = state.hooks.open.clone();
         let mut waiter = Waiter::of(state);
         let started = waiter.begin();
-        let answer = async {
-            let response = outbound.send(request, host, deadline.into(), open).await?;
-            let (parts, body) = response.into_parts();
-            // The body is capped and cut at the deadline as it is read (`body::Capped`).
-            let body = body.collect().await?.to_bytes();
-            Ok::<_, Code>((parts, body))
-        }
-        .await;
+        let answer = outbound
+            .send_whole(request, host, deadline.into(), open)
+            .await;
         waiter.end(started).await?;
         Ok(match answer {
             Ok((parts, body)) => Ok(Response {
@@ -112,7 +98,7 @@ fn build(request: Request) -> Result<http::Request<wasmtime_wasi_http::WasiBody>
         }
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| Error::InvalidHeader(format!("{name:?}: not a header name")))?;
-        if FORBIDDEN.contains(&name.as_str()) {
+        if forbidden(&name) {
             return Err(Error::InvalidHeader(format!(
                 "{:?} is set by the gateway, not the plugin",
                 name.as_str()
@@ -210,9 +196,11 @@ mod tests {
 
     #[test]
     fn refuses_what_the_gateway_sets_or_cannot_send() {
-        for name in FORBIDDEN {
+        let headers = wasmtime_wasi_http::DEFAULT_FORBIDDEN_HEADERS;
+        let names = headers.iter().map(|n| n.as_str()).chain(["content-length"]);
+        for name in names {
             let upper = name.to_ascii_uppercase();
-            for name in [*name, upper.as_str()] {
+            for name in [name, upper.as_str()] {
                 let error = refused(request("GET", "http://h/", &[(name, "x")]));
                 assert!(
                     matches!(&error, Error::InvalidHeader(why) if why.contains(&name.to_ascii_lowercase())),
@@ -238,6 +226,18 @@ mod tests {
             matches!(&error, Error::InvalidHeader(why) if why.contains("in all")),
             "{error:?}"
         );
+        // More header names than a request can hold (32,768), within the byte cap:
+        // refused, not a panic.
+        const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let names: Vec<String> = (0..33_000usize)
+            .map(|i| {
+                let digit = |n: usize| DIGITS[n % 36] as char;
+                [digit(i / 1296), digit(i / 36), digit(i)].iter().collect()
+            })
+            .collect();
+        let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "")).collect();
+        let error = refused(request("GET", "http://h/", &many));
+        assert!(matches!(error, Error::Failed(_)), "{error:?}");
         for (method, url) in [
             ("GE T", "http://h/"),
             ("", "http://h/"),
