@@ -32,11 +32,20 @@ pub async fn run(listen: &str, room: bool, relay_url: Option<&str>) -> anyhow::R
         let peers = peers.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
+            // In a room, the connection joins before its handshake completes, as the
+            // gateway registers one before its 101: a client that sees its upgrade
+            // done gets every message relayed after that.
+            let queue = room.then(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                peers.lock().unwrap().insert(id, tx);
+                rx
+            });
             let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                peers.lock().unwrap().remove(&id);
                 return;
             };
-            if room {
-                relay(ws, id, peers).await;
+            if let Some(queue) = queue {
+                relay(ws, id, peers, queue).await;
             } else {
                 let (mut sink, mut stream) = ws.split();
                 while let Some(Ok(message)) = stream.next().await {
@@ -52,16 +61,15 @@ pub async fn run(listen: &str, room: bool, relay_url: Option<&str>) -> anyhow::R
     Ok(())
 }
 
-/// Room mode: a writer task per connection drains its queue; each message read is
-/// queued for every other connection.
+/// Room mode: a writer task per connection drains its queue (`rx`, already in the
+/// room); each message read is queued for every other connection.
 async fn relay(
     ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
     id: u64,
     peers: Room,
+    mut rx: mpsc::UnboundedReceiver<Message>,
 ) {
     let (mut sink, mut stream) = ws.split();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    peers.lock().unwrap().insert(id, tx);
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             if sink.send(message).await.is_err() {

@@ -301,19 +301,8 @@ fn resolve(base: &str, location: &str) -> Result<String, Error> {
 /// request's parts are lent to the call and put back, for a redirect to reuse.
 fn send_once(request: &mut Request) -> Result<Response, Error> {
     // The gateway checks the URL and the headers itself; these two are refused here
-    // with the reason in this API's terms (the SDK sets them).
-    for (name, _) in &request.headers {
-        if name.eq_ignore_ascii_case("host") {
-            return Err(Error::InvalidHeader(format!(
-                "{name:?} is set by the gateway from the URL"
-            )));
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            return Err(Error::InvalidHeader(format!(
-                "{name:?} is set from the body"
-            )));
-        }
-    }
+    // with the reason in this API's terms.
+    refuse_own_headers(&request.headers)?;
     let wire = http_client::Request {
         method: request.method.as_str().to_owned(),
         url: std::mem::take(&mut request.url),
@@ -340,6 +329,24 @@ fn send_once(request: &mut Request) -> Result<Response, Error> {
             http_client::Error::Failed(why) => Error::Failed(why),
         }),
     }
+}
+
+/// Refuses `host` and `content-length`, whatever the host's list of forbidden headers:
+/// a plugin-set `host` could disagree with the URL, a plugin-set length with the body.
+fn refuse_own_headers(headers: &[(String, Vec<u8>)]) -> Result<(), Error> {
+    for (name, _) in headers {
+        if name.eq_ignore_ascii_case("host") {
+            return Err(Error::InvalidHeader(format!(
+                "{name:?} is set by the gateway from the URL"
+            )));
+        }
+        if name.eq_ignore_ascii_case("content-length") {
+            return Err(Error::InvalidHeader(format!(
+                "{name:?} is set from the body"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A `GET` of `url`.

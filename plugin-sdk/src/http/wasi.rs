@@ -7,7 +7,7 @@ use wasip2::http::types::{
 };
 use wasip2::io::streams::{InputStream, OutputStream, StreamError};
 
-use super::{Error, Method, Request, Response, parse_url};
+use super::{Error, Method, Request, Response, parse_url, refuse_own_headers};
 
 /// How much one `read` of a response body asks for.
 const READ_CHUNK: u64 = 64 * 1024;
@@ -94,20 +94,9 @@ impl Error {
 /// One request, no redirect followed.
 pub(super) fn send_once(request: &Request) -> Result<Response, Error> {
     let url = parse_url(&request.url)?;
+    refuse_own_headers(&request.headers)?;
     let headers = Fields::new();
     for (name, value) in &request.headers {
-        // Refused here too, whatever the host's list of forbidden headers: a plugin-set
-        // `host` could disagree with the URL, a plugin-set length with the body.
-        if name.eq_ignore_ascii_case("host") {
-            return Err(Error::InvalidHeader(format!(
-                "{name:?} is set by the gateway from the URL"
-            )));
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            return Err(Error::InvalidHeader(format!(
-                "{name:?} is set from the body"
-            )));
-        }
         headers
             .append(name, value)
             .map_err(|e| header_error(name, e))?;
