@@ -18,11 +18,13 @@ use crate::config::Config;
 
 /// At most this many connections are remembered per instance; past it the cache
 /// starts afresh.
-const CAPACITY: usize = 4096;
+const CAPACITY: usize = 1024;
 
 /// And at most this many bytes of their facts (a client chooses its `User-Agent`, and an
-/// authorizer its verdict, up to 8 KiB): an instance's memory stays about what it was.
-const CAPACITY_BYTES: usize = 512 * 1024;
+/// authorizer its verdict, up to 8 KiB). Every instance of the route may come to hold
+/// every connection's facts, and a guest's memory does not shrink, so this is what the
+/// cache may add to each pooled instance (64 by default): kept small.
+const CAPACITY_BYTES: usize = 128 * 1024;
 
 /// Facts larger than this are not remembered (read from the host at each event).
 const MAX_ENTRY_BYTES: usize = 4 * 1024;
