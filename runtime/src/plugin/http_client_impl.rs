@@ -34,23 +34,15 @@ impl http_client::Host for HostCall<'_> {
             Ok(request) => request,
             Err(error) => return Ok(Err(error)),
         };
-        let (host, deadline) = match (
-            outbound.check(request.method(), request.uri()),
-            &outbound.reach,
-        ) {
-            (Ok(host), Some(reach)) => (host, reach.deadline(state.event.waits_until)),
-            (Err(why), _) => {
-                outbound.denied(request.method(), request.uri(), &why);
-                return Ok(Err(Error::Denied));
-            }
-            (Ok(_), None) => unreachable!("check refuses every request without a grant"),
+        let Some(admitted) =
+            outbound.admit(request.method(), request.uri(), state.event.waits_until)
+        else {
+            return Ok(Err(Error::Denied));
         };
         let open = state.hooks.open.clone();
         let mut waiter = Waiter::of(state);
         let started = waiter.begin();
-        let answer = outbound
-            .send_whole(request, host, deadline.into(), open)
-            .await;
+        let answer = outbound.send_whole(request, admitted, open).await;
         waiter.end(started).await?;
         Ok(match answer {
             Ok((parts, body)) => Ok(Response {
@@ -60,7 +52,8 @@ impl http_client::Host for HostCall<'_> {
                     .iter()
                     .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
                     .collect(),
-                body: body.to_vec(),
+                // No copy when the answer's body is one buffer of its own.
+                body: Vec::from(body),
             }),
             Err(code) => Err(error_of(code)),
         })

@@ -29,6 +29,7 @@ pub use body::OpenBodies;
 use http::header::{HOST, HeaderValue};
 use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
+use tokio_util::task::AbortOnDropHandle;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use crate::config::{Origin, PluginConfig};
@@ -66,9 +67,19 @@ pub struct Reach {
 impl Reach {
     /// When a call starting now must end: `outbound_timeout` from now, and never after
     /// the end of the event's waits.
-    pub fn deadline(&self, waits_until: Instant) -> Instant {
+    fn deadline(&self, waits_until: Instant) -> Instant {
         (Instant::now() + self.timeout).min(waits_until)
     }
+}
+
+/// A request [`Outbound::admit`] let through.
+pub(crate) struct Admitted {
+    /// `Host`, from the checked authority.
+    host: HeaderValue,
+    /// When the call must end.
+    deadline: tokio::time::Instant,
+    /// The main runtime, where the call runs.
+    runtime: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -125,12 +136,31 @@ impl Outbound {
         })
     }
 
-    /// The `Host` header for a request the grant allows, or why it is refused.
-    pub(crate) fn check(
+    /// Admits a request the grant allows: its `Host` header, and when the call must
+    /// end (never after `waits_until`, the end of the event's waits). A refused request
+    /// is logged and counted, and gets `None`.
+    pub(crate) fn admit(
         &self,
         method: &http::Method,
         uri: &http::Uri,
-    ) -> Result<HeaderValue, String> {
+        waits_until: Instant,
+    ) -> Option<Admitted> {
+        match (self.check(method, uri), &self.reach) {
+            (Ok(host), Some(reach)) => Some(Admitted {
+                host,
+                deadline: reach.deadline(waits_until).into(),
+                runtime: reach.runtime.clone(),
+            }),
+            (Err(why), _) => {
+                self.denied(method, uri, &why);
+                None
+            }
+            (Ok(_), None) => unreachable!("check refuses every request without a grant"),
+        }
+    }
+
+    /// The `Host` header for a request the grant allows, or why it is refused.
+    fn check(&self, method: &http::Method, uri: &http::Uri) -> Result<HeaderValue, String> {
         let Some(reach) = &self.reach else {
             return Err("the plugin has no allowed_outbound_hosts".into());
         };
@@ -158,7 +188,7 @@ impl Outbound {
     }
 
     /// Logs a refused request, at most once a second per plugin, and counts it.
-    pub(crate) fn denied(&self, method: &http::Method, uri: &http::Uri, why: &str) {
+    fn denied(&self, method: &http::Method, uri: &http::Uri, why: &str) {
         self.metrics.outbound(Outcome::Denied, 0.0);
         let now = now_ms();
         let last = self.denial_logged_ms.load(Ordering::Relaxed);
@@ -181,7 +211,7 @@ impl Outbound {
 
     /// Sends a checked request: waits for a place, then for the answer's head, all by
     /// `deadline`.
-    pub(crate) async fn send(
+    async fn send(
         self: Arc<Self>,
         mut request: http::Request<WasiBody>,
         host: HeaderValue,
@@ -232,11 +262,9 @@ impl Outbound {
         }
         result
     }
-}
 
-impl Outbound {
-    /// Sends a checked request and reads its whole answer (`http-client`), by
-    /// `deadline`, as a task of the main runtime (cancelled if the event is), as
+    /// Sends an admitted request and reads its whole answer (`http-client`), by its
+    /// deadline, as a task of the main runtime (cancelled if the event is), as
     /// `wasi:http` requests run: so that a call from an event on the low-priority lane,
     /// whose runtime has no I/O driver, can connect, and so that the host's work for the
     /// call (connecting, TLS, HTTP) is not counted as the guest's compute. Running it in
@@ -244,14 +272,14 @@ impl Outbound {
     pub(crate) async fn send_whole(
         self: Arc<Self>,
         request: http::Request<WasiBody>,
-        host: HeaderValue,
-        deadline: tokio::time::Instant,
+        admitted: Admitted,
         open: Arc<OpenBodies>,
     ) -> Result<(http::response::Parts, bytes::Bytes), Error> {
-        let runtime = match &self.reach {
-            Some(reach) => reach.runtime.clone(),
-            None => return Err(Error::HttpRequestDenied),
-        };
+        let Admitted {
+            host,
+            deadline,
+            runtime,
+        } = admitted;
         let call = async move {
             let response = self.send(request, host, deadline, open).await?;
             let (parts, body) = response.into_parts();
@@ -259,29 +287,9 @@ impl Outbound {
             let body = body.collect().await?.to_bytes();
             Ok((parts, body))
         };
-        AbortOnDrop(runtime.spawn(call))
+        AbortOnDropHandle::new(runtime.spawn(call))
             .await
             .map_err(|e| Error::InternalError(Some(format!("outbound call task: {e}"))))?
-    }
-}
-
-/// A task that is cancelled when its handle is dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl<T> Future for AbortOnDrop<T> {
-    type Output = Result<T, tokio::task::JoinError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
     }
 }
 
@@ -360,22 +368,17 @@ impl WasiHttpHooks for Hooks {
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Sent {
         let outbound = self.outbound.clone();
-        let (host, reach) = match (
-            outbound.check(request.method(), request.uri()),
-            &outbound.reach,
-        ) {
-            (Ok(host), Some(reach)) => (host, reach),
-            (Err(why), _) => {
-                outbound.denied(request.method(), request.uri(), &why);
-                return Box::new(async { Err(Error::HttpRequestDenied) });
-            }
-            (Ok(_), None) => unreachable!("check refuses every request without a grant"),
-        };
         // The guest's own timeouts (request options) are ignored: ours bound the call.
-        let deadline = reach.deadline(self.waits_until);
-        let runtime = reach.runtime.clone();
+        let Some(Admitted {
+            host,
+            deadline,
+            runtime,
+        }) = outbound.admit(request.method(), request.uri(), self.waits_until)
+        else {
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        };
         let open = self.open.clone();
-        let task = runtime.spawn(outbound.send(request, host, deadline.into(), open));
+        let task = runtime.spawn(outbound.send(request, host, deadline, open));
         Box::new(async move {
             let response = task
                 .await
