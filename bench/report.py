@@ -129,18 +129,23 @@ def tables(by, seconds):
     w("Server RSS growth from one open connection to all of them, divided by their number. "
       "Kernel TCP buffer memory and slab growth (socket, file and TCP structures) are for both "
       "ends, since client and server run here: halve them for the server's share.\n")
-    w("| server | connections | RSS before KiB | RSS after KiB | KiB per connection | kernel TCP KiB | kernel slab KiB | vs raw | vs node |")
-    w("|---|---|---|---|---|---|---|---|---|")
+    left = by["S4 wsgate"].get("left_after_s")
+    left_head = f"RSS {left:g} s after they closed KiB" if left else "RSS after they closed KiB"
+    w(f"| server | connections | RSS before KiB | RSS after KiB | KiB per connection | {left_head} | kernel TCP KiB | kernel slab KiB | vs raw | vs node |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     for server in SERVERS:
         r = by[f"S4 {server}"]
         w(f"| {server} | {r['connections']} | {r['rss_before_kib']} | {r['rss_after_kib']} | "
-          f"{r['per_connection_kib']:.2f} | {r['kernel_tcp_kib']} | {r.get('kernel_slab_kib', '-')} | "
+          f"{r['per_connection_kib']:.2f} | {r.get('rss_left_kib') or '-'} | {r['kernel_tcp_kib']} | {r.get('kernel_slab_kib', '-')} | "
           f"{ratio(r['per_connection_kib'], by['S4 raw']['per_connection_kib'])} | "
           f"{ratio(r['per_connection_kib'], by['S4 node']['per_connection_kib'])} |")
     r = s4l
     w(f"\nAfter each connection echoed one {r['message_bytes']}-byte message (a fresh gateway): "
       f"{r['per_connection_kib']:.2f} KiB per connection at {r['connections']}, "
-      f"{r['per_connection_kib'] / s4w['per_connection_kib']:.2f}× the fresh figure. tungstenite keeps "
+      f"{r['per_connection_kib'] / s4w['per_connection_kib']:.2f}× the fresh figure"
+      + (f"; {r['rss_left_kib']} KiB of RSS {r['left_after_s']:g} s after they closed (from {r['rss_after_kib']})"
+         if r.get("rss_left_kib") else "")
+      + ". tungstenite keeps "
       "its buffers at the largest message's size; wsgate rebuilds its state once the message is done "
       "(runtime/src/socket_io.rs).")
 

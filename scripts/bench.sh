@@ -47,11 +47,11 @@ esac
 # s12_instances: the warm instances S12's memory figure is taken over (pool_size of
 # bench/polyglot.toml); settle: seconds S12 waits before reading the gateway's RSS.
 if $smoke; then
-    seconds=0.5 warmup=0.2 idle=500 room=201 rounds=3 plugins=5 repeats=1
+    seconds=0.5 warmup=0.2 idle=500 left_after=1 room=201 rounds=3 plugins=5 repeats=1
     s12_instances=2 settle=0.2
     out=target/bench-smoke
 else
-    seconds=${BENCH_SECONDS:-5} warmup=1 idle=15000 room=10001 rounds=20 plugins=50
+    seconds=${BENCH_SECONDS:-5} warmup=1 idle=15000 left_after=10 room=10001 rounds=20 plugins=50
     repeats=${BENCH_REPEATS:-3}
     s12_instances=8 settle=1
     out=bench
@@ -337,12 +337,14 @@ timed() { # timed LABEL SERVER SUBCOMMAND ARGS...: a load-style measurement of S
         --label "$label" --json >> "$results"
 }
 
-# S4 first, on fresh processes, so earlier load has not grown their heaps.
+# S4 first, on fresh processes, so earlier load has not grown their heaps. Each server's
+# RSS is read again $left_after s after the connections closed, with no traffic since:
+# what it gives back after a burst.
 start_all
 for server in raw node wsgate; do
     echo "bench: S4 on $server" >&2
     "$bench" idle --url "$(url "$server")" --connections "$idle" --pid "$(pid "$server")" \
-        --label "S4 $server" --json >> "$results"
+        --left-after "$left_after" --label "S4 $server" --json >> "$results"
 done
 # The same after one maximum-size message per connection, on a fresh gateway: what a
 # connection keeps of its largest message (target: within 2x the fresh figure).
@@ -350,7 +352,7 @@ stop wsgate
 start wsgate admin "$gateway" serve --config "$config"
 echo "bench: S4 on wsgate after a 128 KiB message" >&2
 "$bench" idle --url "$(url wsgate)" --connections "$idle" --pid "$(pid wsgate)" \
-    --message-bytes 131072 --label "S4 wsgate large" --json >> "$results"
+    --message-bytes 131072 --left-after "$left_after" --label "S4 wsgate large" --json >> "$results"
 
 # S1-S3 run $repeats times, the servers alternating, and the report takes each one's
 # median: on a shared machine one window can be unlucky for one server.

@@ -8,6 +8,9 @@
 //! With `message_bytes`, each connection first echoes one message of that size and then
 //! idles: what a connection keeps of its largest message shows as the difference from
 //! the fresh figure.
+//!
+//! With `left_after`, the server's RSS is read again that long after every connection
+//! closed, with no traffic in between: what a server gives back after a burst.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,8 @@ pub struct IdleReport {
     pub open_time: Duration,
     /// The size of the one message each connection echoed before idling (0: none).
     pub message_bytes: usize,
+    /// Server RSS in KiB, and the seconds after the connections closed it was read at.
+    pub rss_left: Option<(u64, f64)>,
 }
 
 impl IdleReport {
@@ -57,6 +62,8 @@ impl IdleReport {
                     "per_connection_kib": per, "kernel_tcp_kib": self.kernel_tcp_kib,
                     "kernel_slab_kib": self.kernel_slab_kib,
                     "connects_per_sec": connects, "message_bytes": self.message_bytes,
+                    "rss_left_kib": self.rss_left.map(|(kib, _)| kib),
+                    "left_after_s": self.rss_left.map(|(_, after)| after),
                 })
             );
         } else {
@@ -75,6 +82,9 @@ impl IdleReport {
                 self.kernel_tcp_kib,
                 self.kernel_slab_kib
             );
+            if let Some((kib, after)) = self.rss_left {
+                println!("{label}: server RSS {kib} KiB {after} s after every connection closed");
+            }
         }
     }
 }
@@ -134,12 +144,14 @@ async fn echo_once(held: &mut [Client], bytes: usize) -> anyhow::Result<()> {
 }
 
 /// Opens `connections` to `url`, echoes one message of `message_bytes` on each if that
-/// is not 0, holds them, and measures the server `pid`.
+/// is not 0, holds them, and measures the server `pid`; then, if `left_after` is not 0,
+/// closes them and reads the server's RSS that many seconds later.
 pub async fn run(
     url: &str,
     connections: usize,
     message_bytes: usize,
     pid: u32,
+    left_after: f64,
 ) -> anyhow::Result<IdleReport> {
     // This client holds as many sockets as the server does.
     let limit = raise_open_files_limit()?;
@@ -174,6 +186,15 @@ pub async fn run(
     let kernel_tcp_kib = kernel_tcp_pages().saturating_sub(tcp_before) * 4;
     let kernel_slab_kib = kernel_slab_kib().saturating_sub(slab_before);
     drop((held, warm));
+    let rss_left = if left_after > 0.0 {
+        // A reading at a set time after the closes, not a wait for an event: the figure
+        // is what the server holds then.
+        tokio::time::sleep(Duration::from_secs_f64(left_after)).await;
+        let kib = rss_kib(pid).context("reading the server's RSS from /proc")?;
+        Some((kib, left_after))
+    } else {
+        None
+    };
     Ok(IdleReport {
         connections,
         rss_before_kib,
@@ -182,5 +203,6 @@ pub async fn run(
         kernel_slab_kib,
         open_time,
         message_bytes,
+        rss_left,
     })
 }

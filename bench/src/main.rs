@@ -108,6 +108,10 @@ enum Command {
         /// Echo one message of this many bytes on each connection before idling.
         #[arg(long, default_value_t = 0)]
         message_bytes: usize,
+        /// Also read the server's RSS this many seconds after every connection closed
+        /// (what it gives back); 0: not read.
+        #[arg(long, default_value_t = 0.0)]
+        left_after: f64,
         /// A name for the report.
         #[arg(long, default_value = "idle")]
         label: String,
@@ -223,9 +227,10 @@ async fn main() -> anyhow::Result<()> {
             connections,
             pid,
             message_bytes,
+            left_after,
             label,
             json,
-        } => idle::run(&url, connections, message_bytes, pid)
+        } => idle::run(&url, connections, message_bytes, pid, left_after)
             .await?
             .print(&label, json),
         Command::Broadcast {
