@@ -40,7 +40,7 @@ pub struct IdleReport {
     /// The size of the one message each connection echoed before idling (0: none).
     pub message_bytes: usize,
     /// Server RSS in KiB, and the seconds after the connections closed it was read at.
-    pub rss_left: Option<(u64, f64)>,
+    pub rss_left: Option<(u64, u64)>,
 }
 
 impl IdleReport {
@@ -151,7 +151,7 @@ pub async fn run(
     connections: usize,
     message_bytes: usize,
     pid: u32,
-    left_after: f64,
+    left_after: u64,
 ) -> anyhow::Result<IdleReport> {
     // This client holds as many sockets as the server does.
     let limit = raise_open_files_limit()?;
@@ -186,10 +186,10 @@ pub async fn run(
     let kernel_tcp_kib = kernel_tcp_pages().saturating_sub(tcp_before) * 4;
     let kernel_slab_kib = kernel_slab_kib().saturating_sub(slab_before);
     drop((held, warm));
-    let rss_left = if left_after > 0.0 {
+    let rss_left = if left_after > 0 {
         // A reading at a set time after the closes, not a wait for an event: the figure
         // is what the server holds then.
-        tokio::time::sleep(Duration::from_secs_f64(left_after)).await;
+        tokio::time::sleep(Duration::from_secs(left_after)).await;
         let kib = rss_kib(pid).context("reading the server's RSS from /proc")?;
         Some((kib, left_after))
     } else {

@@ -110,8 +110,8 @@ enum Command {
         message_bytes: usize,
         /// Also read the server's RSS this many seconds after every connection closed
         /// (what it gives back); 0: not read.
-        #[arg(long, default_value_t = 0.0)]
-        left_after: f64,
+        #[arg(long, default_value_t = 0)]
+        left_after: u64,
         /// A name for the report.
         #[arg(long, default_value = "idle")]
         label: String,
