@@ -37,8 +37,6 @@
 
 use std::fmt;
 
-use wasip2::http::types::Scheme;
-
 use crate::bindings::wsgate::plugin::http_client;
 
 mod wasi;
@@ -362,150 +360,9 @@ pub fn post(url: &str, content_type: &str, body: impl Into<Vec<u8>>) -> Result<R
         .send()
 }
 
-/// A URL split the way wasi:http wants it.
-#[derive(Debug)]
-struct Url<'a> {
-    scheme: Scheme,
-    authority: &'a str,
-    path_with_query: String,
-}
-
-/// Splits `scheme://host[:port][/path][?query][#fragment]`. Done here rather than left to
-/// the host so that a bad URL gets a message that says what is wrong, and so that
-/// userinfo never reaches the host: `user@host` hides the real host from a reader.
-fn parse_url(url: &str) -> Result<Url<'_>, Error> {
-    let bad = |why: &str| Error::InvalidUrl(format!("{url:?}: {why}"));
-    if let Some(c) = url.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(bad(&format!(
-            "{c:?} is not allowed; percent-encode spaces and non-ASCII characters"
-        )));
-    }
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("expected an absolute URL such as https://host/path"))?;
-    let scheme = if scheme.eq_ignore_ascii_case("http") {
-        Scheme::Http
-    } else if scheme.eq_ignore_ascii_case("https") {
-        Scheme::Https
-    } else {
-        return Err(bad("the scheme must be http or https"));
-    };
-    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
-    let split = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path_with_query) = rest.split_at(split);
-    if authority.contains('@') {
-        return Err(bad("userinfo (user@) is not allowed"));
-    }
-    let (host, port) = split_host_port(authority).ok_or_else(|| bad("expected host[:port]"))?;
-    if host.is_empty() {
-        return Err(bad("the host is empty"));
-    }
-    if let Some(port) = port
-        && port.parse::<u16>().is_err()
-    {
-        return Err(bad("the port must be a number from 0 to 65535"));
-    }
-    let path_with_query = match path_with_query.as_bytes().first() {
-        None => "/".to_owned(),
-        Some(b'?') => format!("/{path_with_query}"),
-        Some(_) => path_with_query.to_owned(),
-    };
-    Ok(Url {
-        scheme,
-        authority,
-        path_with_query,
-    })
-}
-
-/// `host[:port]`, where host may be a bracketed IPv6 address. `None` if malformed.
-fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
-    let (host, port) = if authority.starts_with('[') {
-        let end = authority.find(']')?;
-        let (host, after) = authority.split_at(end + 1);
-        let valid = host[1..end]
-            .chars()
-            .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
-        if !valid {
-            return None;
-        }
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        let (host, port) = match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        };
-        // RFC 3986 reg-name: unreserved, sub-delims and percent-escapes.
-        let valid = host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=".contains(c));
-        if !valid {
-            return None;
-        }
-        (host, port)
-    };
-    if port.is_some_and(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit())) {
-        return None;
-    }
-    Some((host, port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parts(url: &str) -> (String, String, String) {
-        let url = parse_url(url).unwrap();
-        (
-            format!("{:?}", url.scheme),
-            url.authority.to_owned(),
-            url.path_with_query,
-        )
-    }
-
-    #[test]
-    fn splits_urls() {
-        let http = "Scheme::Http".to_owned();
-        let https = "Scheme::Https".to_owned();
-        let s = |x: &str| x.to_owned();
-        assert_eq!(parts("http://h"), (http.clone(), s("h"), s("/")));
-        assert_eq!(parts("HTTPS://h:8443"), (https, s("h:8443"), s("/")));
-        assert_eq!(parts("http://h?q=1"), (http.clone(), s("h"), s("/?q=1")));
-        assert_eq!(
-            parts("http://127.0.0.1:80/a/b?c=d#frag"),
-            (http.clone(), s("127.0.0.1:80"), s("/a/b?c=d"))
-        );
-        assert_eq!(parts("http://[::1]:7/x"), (http, s("[::1]:7"), s("/x")));
-    }
-
-    #[test]
-    fn refuses_bad_urls() {
-        for url in [
-            "",
-            "h/path",
-            "ftp://h/",
-            "http://",
-            "http:///x",
-            "http://user@h/",
-            "http://user:pw@h/",
-            "http://h:/",
-            "http://h:99999/",
-            "http://h:8a/",
-            "http://h p/",
-            "http://h/a b",
-            "http://hé/",
-            "http://[::1/",
-            "http://[::1]x/",
-            "http://h\\x/",
-        ] {
-            assert!(
-                matches!(parse_url(url), Err(Error::InvalidUrl(_))),
-                "{url:?} was accepted"
-            );
-        }
-    }
 
     #[test]
     fn redirects_resolve_against_the_request() {
