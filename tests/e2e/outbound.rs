@@ -343,6 +343,13 @@ async fn request_bodies_under_and_over_one_host_chunk_arrive_whole(via: Via) {
             Some(&*expected.to_string())
         );
     }
+    // The testing plugin's own bound: a 64 MiB repeat is refused, nothing sent.
+    let huge = json!({
+        "op": "http", "method": "POST", "url": backend.url("/len"),
+        "body": PART, "repeat": 1 << 20,
+    });
+    assert_eq!(command(&mut client, huge).await["error"], "bad command");
+    assert_eq!(backend.seen().len(), 4, "a refused command sent a request");
 }
 
 async fn answers_past_the_body_cap_fail_and_connections_are_reused(via: Via) {
@@ -503,6 +510,13 @@ async fn the_one_call_client_refuses_hostile_requests_itself() {
         let said = answer["detail"].as_str().unwrap_or_default();
         assert!(said.contains(detail), "{request}: {answer}");
     }
+    // The testing plugin's own bound on a repeated header value (8 MiB).
+    let huge = direct(
+        "GET",
+        format!("http://{g}/"),
+        json!([["x-big", "x", 8 << 20]]),
+    );
+    assert_eq!(command(&mut client, huge).await["error"], "bad command");
     assert!(
         other.seen().is_empty(),
         "a refused request reached a backend"

@@ -21,8 +21,11 @@
 //!
 //! `direct` calls `wsgate:plugin/http-client.send` itself with exactly that method, URL
 //! and headers (`<variant>` is the WIT error case, e.g. `invalid-header`), bypassing the
-//! SDK's checks; a header `["n","v",N]` has the value `v` repeated N times. With the plugin config `via = "wasi"`, every SDK request (`http`,
-//! `many` and the connect check) goes through `wasi:http` instead of `http-client`.
+//! SDK's checks; a header `["n","v",N]` has the value `v` repeated N times. A repeat
+//! (here or `http`'s) past [`MAX_REPEATED`] bytes is a bad command.
+//!
+//! With the plugin config `via = "wasi"`, every SDK request (`http`, `many` and the
+//! connect check) goes through `wasi:http` instead of `http-client`.
 //!
 //! On connect, `?check=<url>` GETs the URL: 2xx accepts, another status rejects with 403,
 //! a failed call rejects with 502 and `<variant>: <display>` as the body.
@@ -96,6 +99,16 @@ fn run(command: &Value) -> Option<Value> {
     }
 }
 
+/// The most bytes a `repeat` makes: above the tests' largest body (3 MiB), and far
+/// below what would run the guest out of memory.
+const MAX_REPEATED: usize = 4 << 20;
+
+/// `text` `times` over, or `None` past [`MAX_REPEATED`] bytes.
+fn repeated(text: &str, times: u64) -> Option<String> {
+    let times = usize::try_from(times).ok()?;
+    (text.len().checked_mul(times)? <= MAX_REPEATED).then(|| text.repeat(times))
+}
+
 /// A request through the transport the plugin config names.
 fn new_request(method: Method, url: &str) -> Request {
     let request = Request::new(method, url);
@@ -117,7 +130,7 @@ fn direct(command: &Value) -> Option<Value> {
     {
         let name = pair.get(0)?.as_str()?.to_owned();
         let repeat = pair.get(2).and_then(Value::as_u64).unwrap_or(1);
-        let value = pair.get(1)?.as_str()?.repeat(usize::try_from(repeat).ok()?);
+        let value = repeated(pair.get(1)?.as_str()?, repeat)?;
         headers.push((name, value.into_bytes()));
     }
     let request = http_client::Request {
@@ -177,7 +190,7 @@ fn http_op(command: &Value) -> Option<Value> {
     }
     if let Some(body) = command.get("body").and_then(Value::as_str) {
         let repeat = command.get("repeat").and_then(Value::as_u64).unwrap_or(1);
-        request = request.body(body.repeat(usize::try_from(repeat).ok()?));
+        request = request.body(repeated(body, repeat)?);
     }
     Some(match request.send() {
         Ok(response) => {
