@@ -1174,12 +1174,17 @@ $('switch-go').addEventListener('click', act(async () => {
   signOut();
   await signIn(key);
 }));
-// Keep (and Escape) close the question: the key it was about is dropped. The page
-// itself closes it only on Switch and on signing out, which deal with the key first.
-$('switch-dialog').addEventListener('close', () => {
+// Keep (and Escape) decline the question: the key it was about is dropped, at once. Not
+// in the dialog's `close` event, which the browser fires in a later task: a link
+// followed meanwhile asks again about its key, and a late `close` would drop that one,
+// leaving a question whose Switch does nothing. The page itself closes the question
+// only on Switch and on signing out, which deal with the key first.
+function declineSwitch() {
   if (askedKey !== null && state.pendingKey === askedKey) state.pendingKey = null;
   askedKey = null;
-});
+}
+$('switch-keep').addEventListener('click', declineSwitch);
+$('switch-dialog').addEventListener('cancel', declineSwitch);
 
 $('sign-out').addEventListener('click', () => signOut());
 
